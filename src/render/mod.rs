@@ -1,0 +1,236 @@
+//! Rendering: every VM of a [`Fleet`] to a `kubevirt.io/v1 VirtualMachine`, and every
+//! generated network to a `k8s.cni.cncf.io/v1 NetworkAttachmentDefinition`, through the
+//! handlebars templates in `templates/` (a fleet repository may override them).
+//!
+//! Templates only lay out YAML; every value they print goes through YAML-safe quoting (a JSON
+//! string, which is valid YAML), so no value can change the structure of a manifest. Numbers,
+//! booleans, lists and maps are printed with the `json` helper. Raw output (`{{{…}}}`,
+//! `{{&…}}`) is refused. The rendered objects are checked to be what they claim (kind, name,
+//! namespace, ownership labels) before anyone sees them.
+//!
+//! Pure: fleet in, manifests out. Must not depend on the cluster or the planner.
+
+mod view;
+
+use std::collections::BTreeMap;
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError,
+    RenderErrorReason,
+};
+use serde_json::Value;
+
+use crate::fleet::{Attachment, Fleet, GeneratedNad};
+use crate::identity::{Kind, LABEL_MANAGED_BY, MANAGED_BY_VALUE, ObjectRef};
+
+/// Template of a VirtualMachine.
+pub const VM_TEMPLATE: &str = "virtualmachine.yaml.hbs";
+/// Template of a generated NetworkAttachmentDefinition.
+pub const NAD_TEMPLATE: &str = "network-attachment-definition.yaml.hbs";
+
+const BUILTIN: [(&str, &str); 2] = [
+    (
+        VM_TEMPLATE,
+        include_str!("../../templates/virtualmachine.yaml.hbs"),
+    ),
+    (
+        NAD_TEMPLATE,
+        include_str!("../../templates/network-attachment-definition.yaml.hbs"),
+    ),
+];
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("template {name}: {message}")]
+    Template { name: String, message: String },
+    #[error("unknown template override `{0}` (templates are {VM_TEMPLATE} and {NAD_TEMPLATE})")]
+    UnknownTemplate(String),
+    #[error("rendering {object} with {template}: {message}")]
+    Render {
+        object: ObjectRef,
+        template: String,
+        message: String,
+    },
+}
+
+/// A rendered object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub id: ObjectRef,
+    pub manifest: Value,
+}
+
+/// The compiled templates.
+pub struct Templates {
+    hb: Handlebars<'static>,
+}
+
+impl Templates {
+    /// The templates shipped with Wukong.
+    pub fn builtin() -> Result<Templates, Error> {
+        Self::with_overrides(&[])
+    }
+
+    /// The shipped templates, with some replaced by a fleet's own (file name, text).
+    pub fn with_overrides(overrides: &[(String, String)]) -> Result<Templates, Error> {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(yaml_quote);
+        hb.register_helper("json", Box::new(JsonHelper));
+        for (name, text) in BUILTIN {
+            register(&mut hb, name, text)?;
+        }
+        for (name, text) in overrides {
+            if !BUILTIN.iter().any(|(n, _)| n == name) {
+                return Err(Error::UnknownTemplate(name.clone()));
+            }
+            register(&mut hb, name, text)?;
+        }
+        Ok(Templates { hb })
+    }
+}
+
+fn register(hb: &mut Handlebars<'static>, name: &str, text: &str) -> Result<(), Error> {
+    for raw in ["{{{", "{{&", "{{~{", "{{~&"] {
+        if let Some(at) = text.find(raw) {
+            let line = text[..at].lines().count().max(1);
+            return Err(Error::Template {
+                name: name.into(),
+                message: format!(
+                    "line {line}: unescaped output `{raw}` is not allowed: values must stay YAML-quoted (use {{{{json value}}}} for numbers, lists and maps)"
+                ),
+            });
+        }
+    }
+    hb.register_template_string(name, text)
+        .map_err(|e| Error::Template {
+            name: name.into(),
+            message: e.to_string().trim().to_owned(),
+        })
+}
+
+/// YAML-safe output of a template value: a JSON string literal, which YAML parses back to the
+/// same string whatever it contains (newlines, quotes, `: `, `{{`, `#`, …).
+fn yaml_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// `{{json value}}`: the value as JSON (valid YAML flow syntax), for numbers, booleans, lists
+/// and maps.
+struct JsonHelper;
+
+impl HelperDef for JsonHelper {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let v = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex("json", 0))?;
+        if v.is_value_missing() {
+            return Err(RenderErrorReason::MissingVariable(v.relative_path().cloned()).into());
+        }
+        let text = serde_json::to_string(v.value())
+            .map_err(|e| RenderError::from(RenderErrorReason::Other(e.to_string())))?;
+        out.write(&text)?;
+        Ok(())
+    }
+}
+
+/// Render every object of the fleet, in a stable order (namespace, kind, name).
+/// `revision` is recorded in the `wukong.novasphere.dev/revision` annotation.
+pub fn render(fleet: &Fleet, templates: &Templates, revision: &str) -> Result<Vec<Rendered>, Error> {
+    let mut out: BTreeMap<ObjectRef, Value> = BTreeMap::new();
+    let mut nads: BTreeMap<ObjectRef, &GeneratedNad> = BTreeMap::new();
+    for (id, vm) in &fleet.vms {
+        for n in &vm.spec.networks {
+            if let Attachment::Generated(g) = &n.attachment {
+                nads.entry(ObjectRef::new(
+                    Kind::NetworkAttachmentDefinition,
+                    &vm.namespace,
+                    &g.name,
+                ))
+                .or_insert(g);
+            }
+        }
+        let data = view::vm(&fleet.settings.name, vm, revision);
+        let manifest = run(templates, VM_TEMPLATE, id, &data)?;
+        out.insert(id.clone(), manifest);
+    }
+    for (id, nad) in nads {
+        let data = view::nad(&fleet.settings.name, &id, nad, revision);
+        let manifest = run(templates, NAD_TEMPLATE, &id, &data)?;
+        out.insert(id, manifest);
+    }
+    Ok(out
+        .into_iter()
+        .map(|(id, manifest)| Rendered { id, manifest })
+        .collect())
+}
+
+fn run(
+    templates: &Templates,
+    template: &str,
+    id: &ObjectRef,
+    data: &impl serde::Serialize,
+) -> Result<Value, Error> {
+    let err = |message: String| Error::Render {
+        object: id.clone(),
+        template: template.to_owned(),
+        message,
+    };
+    let text = templates
+        .hb
+        .render(template, data)
+        .map_err(|e| err(e.to_string()))?;
+    let manifest: Value = serde_yaml::from_str(&text)
+        .map_err(|e| err(format!("the template produced invalid YAML: {e}")))?;
+    check_identity(&manifest, id).map_err(err)?;
+    Ok(manifest)
+}
+
+/// A template may lay out an object as it likes, but it must render the object it was asked
+/// for, with Wukong's ownership label: otherwise Wukong could write, or later delete, an
+/// object it does not own.
+fn check_identity(m: &Value, id: &ObjectRef) -> Result<(), String> {
+    let field = |p: &str| m.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let got = (
+        field("/apiVersion"),
+        field("/kind"),
+        field("/metadata/namespace"),
+        field("/metadata/name"),
+    );
+    let want = (
+        id.kind.api_version(),
+        id.kind.as_str(),
+        id.namespace.as_str(),
+        id.name.as_str(),
+    );
+    if got != want {
+        return Err(format!(
+            "rendered {} {} {}/{} instead of {} {} {}/{}",
+            got.0, got.1, got.2, got.3, want.0, want.1, want.2, want.3
+        ));
+    }
+    if field(&format!("/metadata/labels/{}", LABEL_MANAGED_BY.replace('/', "~1"))) != MANAGED_BY_VALUE {
+        return Err(format!(
+            "the rendered object lacks the ownership label {LABEL_MANAGED_BY}: {MANAGED_BY_VALUE}"
+        ));
+    }
+    Ok(())
+}
+
+/// Serialise rendered objects as a multi-document YAML stream.
+pub fn to_yaml(objects: &[Rendered]) -> String {
+    let mut out = String::new();
+    for o in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&o.manifest).unwrap_or_default());
+    }
+    out
+}
