@@ -14,7 +14,11 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "wukong", version, about = "GitOps reconciler for KubeVirt virtual-machine fleets")]
+#[command(
+    name = "wukong",
+    version,
+    about = "GitOps reconciler for KubeVirt virtual-machine fleets"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -67,10 +71,17 @@ pub enum Error {
 }
 
 /// Read, validate and render a fleet directory; schema-check every rendered object.
-pub fn load_and_render(path: &Path, revision: &str) -> Result<(Loaded, Vec<render::Rendered>), Error> {
+pub fn load_and_render(
+    path: &Path,
+    revision: &str,
+) -> Result<(Loaded, Vec<render::Rendered>), Error> {
     let files = source::read_fleet(path)?;
     let fleet = fleet::load(&files)?;
-    let root = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
+    let root = if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
     let overrides = source::read_templates(&root.join(&fleet.settings.templates))?;
     let templates = render::Templates::with_overrides(&overrides)?;
     let objects = render::render(&fleet, &templates, revision)?;
@@ -84,7 +95,11 @@ fn check_schemas(objects: &[render::Rendered]) -> Result<(), Error> {
         .iter()
         .filter_map(|o| schemas.validate(&o.manifest).err())
         .collect();
-    if errors.is_empty() { Ok(()) } else { Err(Error::Schema(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Schema(errors))
+    }
 }
 
 /// Run a parsed command line.
@@ -105,19 +120,24 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             );
         }),
-        Command::Render { path, output, revision } => {
-            load_and_render(&path, &revision).map(|(_, objects)| match output {
-                Format::Yaml => print!("{}", render::to_yaml(&objects)),
-                Format::Json => {
-                    let list = serde_json::json!({
-                        "apiVersion": "v1",
-                        "kind": "List",
-                        "items": objects.iter().map(|o| &o.manifest).collect::<Vec<_>>(),
-                    });
-                    println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
-                }
-            })
-        }
+        Command::Render {
+            path,
+            output,
+            revision,
+        } => load_and_render(&path, &revision).map(|(_, objects)| match output {
+            Format::Yaml => print!("{}", render::to_yaml(&objects)),
+            Format::Json => {
+                let list = serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": objects.iter().map(|o| &o.manifest).collect::<Vec<_>>(),
+                });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).unwrap_or_default()
+                );
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -166,10 +166,9 @@ fn quote(s: &str) -> String {
 
 fn describe(e: &RenderError) -> String {
     match e.reason() {
-        RenderErrorReason::MissingVariable(Some(v)) => format!(
-            "unknown variable `{v}` (known: {})",
-            VARIABLES.join(", ")
-        ),
+        RenderErrorReason::MissingVariable(Some(v)) => {
+            format!("unknown variable `{v}` (known: {})", VARIABLES.join(", "))
+        }
         RenderErrorReason::Other(m) => m.clone(),
         other => other.to_string(),
     }
@@ -415,12 +414,7 @@ fn int_param(h: &Helper, i: usize) -> Result<i64, RenderError> {
         .param(i)
         .ok_or(RenderErrorReason::ParamNotFoundForIndex("arithmetic", i))?;
     v.value().as_i64().ok_or_else(|| {
-        RenderErrorReason::Other(format!(
-            "`{}` needs integers, got {}",
-            h.name(),
-            v.value()
-        ))
-        .into()
+        RenderErrorReason::Other(format!("`{}` needs integers, got {}", h.name(), v.value())).into()
     })
 }
 
@@ -474,12 +468,7 @@ mod tests {
             replicas: 3,
         };
         let mut errs = Vec::new();
-        let out = Expander::new().expand(
-            &Value::String(s.into()),
-            &vars,
-            &Path::root(),
-            &mut errs,
-        );
+        let out = Expander::new().expand(&Value::String(s.into()), &vars, &Path::root(), &mut errs);
         match errs.pop() {
             Some((_, e)) => Err(e),
             None => Ok(out.as_str().unwrap_or_default().to_owned()),
@@ -523,8 +512,14 @@ mod tests {
                 "${INDEX*9999999999*9999999999}",
                 "cannot expand `${INDEX*9999999999*9999999999}`: integer overflow",
             ),
-            ("${INDEX+}", "cannot expand `${INDEX+}`: expression ends too early"),
-            ("${INDEX", "cannot expand `${INDEX`: `${` is not closed by `}`"),
+            (
+                "${INDEX+}",
+                "cannot expand `${INDEX+}`: expression ends too early",
+            ),
+            (
+                "${INDEX",
+                "cannot expand `${INDEX`: `${` is not closed by `}`",
+            ),
             (
                 "${INDEX:x}",
                 "cannot expand `${INDEX:x}`: unsupported format `:x` (use `:0N` to zero-pad to N digits)",
@@ -538,7 +533,10 @@ mod tests {
                 "cannot expand `{{nope}}`: unknown variable `nope` (known: INDEX, NAME, SET, NAMESPACE, REPLICAS)",
             ),
             ("${}", "cannot expand `${}`: empty expression `${}`"),
-            ("${INDEX 1}", "cannot expand `${INDEX 1}`: unexpected `1` in `${INDEX 1}`"),
+            (
+                "${INDEX 1}",
+                "cannot expand `${INDEX 1}`: unexpected `1` in `${INDEX 1}`",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(expand(input, 1), Err(want.to_owned()), "{input}");

@@ -85,7 +85,10 @@ pub enum Error {
 
 impl Error {
     fn lines(d: &[Diagnostic]) -> String {
-        d.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
+        d.iter()
+            .map(|d| format!("  {d}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The individual problems.
@@ -279,7 +282,10 @@ pub struct Set {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum SetStrategy {
-    RollingUpdate { max_unavailable: u32, max_surge: u32 },
+    RollingUpdate {
+        max_unavailable: u32,
+        max_surge: u32,
+    },
     Recreate,
 }
 

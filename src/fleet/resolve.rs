@@ -15,9 +15,9 @@ use super::model::{
 };
 use super::yaml::{self, Path};
 use super::{
-    Attachment, Ctx, Diags, Disk, DiskSource, Fleet, GeneratedNad, IpSettings, Network, Origin,
-    Set, SetMember, SetStrategy, Settings, Vm, VmSpec, DEFAULT_CPU, DEFAULT_MEMORY,
-    HOTPLUG_ALIGNMENT, HOTPLUG_MIN_MEMORY, MAX_REPLICAS, MAX_VCPUS,
+    Attachment, Ctx, DEFAULT_CPU, DEFAULT_MEMORY, Diags, Disk, DiskSource, Fleet, GeneratedNad,
+    HOTPLUG_ALIGNMENT, HOTPLUG_MIN_MEMORY, IpSettings, MAX_REPLICAS, MAX_VCPUS, Network, Origin,
+    Set, SetMember, SetStrategy, Settings, Vm, VmSpec,
 };
 use crate::identity::{LABEL_MANAGED_BY, ObjectRef, WUKONG_PREFIX};
 use crate::quantity::Quantity;
@@ -112,12 +112,20 @@ fn classify<'a>(
                 base: Path::root(),
             };
             let Some(map) = doc.value.as_mapping() else {
-                ctx.err(diags, &Path::root(), "a document must be a mapping with apiVersion and kind");
+                ctx.err(
+                    diags,
+                    &Path::root(),
+                    "a document must be a mapping with apiVersion and kind",
+                );
                 continue;
             };
             let field = |k: &str| map.get(k).and_then(Value::as_str).map(str::to_owned);
             let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
-                let missing = if field("apiVersion").is_none() { "apiVersion" } else { "kind" };
+                let missing = if field("apiVersion").is_none() {
+                    "apiVersion"
+                } else {
+                    "kind"
+                };
                 ctx.err(diags, &Path::root(), format!("document has no `{missing}`"));
                 continue;
             };
@@ -169,24 +177,67 @@ fn doc_ctx<'a>(d: &'a Doc, object: Option<String>) -> Ctx<'a> {
     }
 }
 
-/// Deserialise a value into `T`, reporting the error at the path where it occurred.
+/// Most structural errors reported for one document before giving up on it.
+const MAX_ERRORS_PER_DOCUMENT: usize = 20;
+
+/// Deserialise a value into `T`, reporting every structural error (unknown field, wrong type,
+/// bad value) at the path where it occurred.
+///
+/// serde stops at the first error, so after each one the offending field is dropped and the
+/// document deserialised again; the "missing field" a dropped required field then causes is
+/// not reported. An error inside a list element that cannot be dropped ends the search.
 fn typed<T: DeserializeOwned>(value: &Value, ctx: &Ctx, diags: &mut Diags) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let path = serde_to_path(e.path());
-            let message = e.inner().to_string();
-            if let Some((field, expected)) = unknown_field(&message) {
-                // serde reports an unknown field at its parent mapping; point at the key.
-                let at = path.key(&field);
-                let hint = suggestion(&field, &expected);
-                ctx.err_key(diags, &at, format!("unknown field `{field}`{hint}"));
-                // the path is already shown by err_key; message carries the rest
-            } else {
-                ctx.err(diags, &path, message);
-            }
-            None
+    let mut value = value.clone();
+    let mut dropped: Vec<Path> = Vec::new();
+    for _ in 0..MAX_ERRORS_PER_DOCUMENT {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return dropped.is_empty().then_some(v),
+            Err(e) => e,
+        };
+        let path = serde_to_path(e.path());
+        let message = e.inner().to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+            .map(|f| path.key(f));
+        match &missing {
+            Some(m) if dropped.contains(m) => {}
+            _ => match unknown_field(&message) {
+                Some((field, expected)) => {
+                    let hint = suggestion(&field, &expected);
+                    ctx.err_key(diags, &path, format!("unknown field `{field}`{hint}"));
+                }
+                None => ctx.err(diags, &path, message),
+            },
         }
+        if missing.is_some() || !remove(&mut value, &path) {
+            return None;
+        }
+        dropped.push(path);
+    }
+    None
+}
+
+/// Remove the mapping entry at `path`; false if the path does not end in a mapping key.
+fn remove(value: &mut Value, path: &Path) -> bool {
+    let Some((last, parent)) = path.0.split_last() else {
+        return false;
+    };
+    let mut cur = value;
+    for seg in parent {
+        let next = match (seg, cur) {
+            (yaml::Seg::Key(k), Value::Mapping(m)) => m.get_mut(k.as_str()),
+            (yaml::Seg::Index(i), Value::Sequence(s)) => s.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return false,
+        }
+    }
+    match (last, cur) {
+        (yaml::Seg::Key(k), Value::Mapping(m)) => m.remove(k.as_str()).is_some(),
+        _ => false,
     }
 }
 
@@ -267,7 +318,11 @@ fn settings(f: &FleetDoc, ctx: &Ctx, diags: &mut Diags) -> Settings {
         let p = Path::parse("spec.defaultNamespace");
         if check_dns_label(ns, ctx, diags, &p) {
             if !s.namespaces.is_empty() && !s.namespaces.contains(ns) {
-                ctx.err(diags, &p, format!("namespace `{ns}` is not in spec.namespaces"));
+                ctx.err(
+                    diags,
+                    &p,
+                    format!("namespace `{ns}` is not in spec.namespaces"),
+                );
             }
             s.default_namespace = ns.clone();
         }
@@ -280,14 +335,21 @@ fn settings(f: &FleetDoc, ctx: &Ctx, diags: &mut Diags) -> Settings {
     s.allow_restarts = spec.allow_restarts;
     if let Some(n) = spec.max_parallel {
         if n.0 == 0 {
-            ctx.err(diags, &Path::parse("spec.maxParallel"), "must be at least 1");
+            ctx.err(
+                diags,
+                &Path::parse("spec.maxParallel"),
+                "must be at least 1",
+            );
         } else {
             s.max_parallel = n.0;
         }
     }
     if let Some(t) = &spec.templates {
         let p = std::path::Path::new(t);
-        if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        if p.is_absolute()
+            || p.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
             ctx.err(
                 diags,
                 &Path::parse("spec.templates"),
@@ -351,7 +413,10 @@ impl Resolver {
     }
 
     fn wukong(&mut self, d: &Doc, fleet: &mut Fleet, diags: &mut Diags) {
-        let name = d.doc.value["metadata"]["name"].as_str().unwrap_or("?").to_owned();
+        let name = d.doc.value["metadata"]["name"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
         let ns_hint = d.doc.value["metadata"]["namespace"]
             .as_str()
             .unwrap_or(&self.settings.default_namespace)
@@ -400,7 +465,10 @@ impl Resolver {
             ctx.err(
                 diags,
                 &Path::parse("metadata.name"),
-                format!("VM `{}/{}` is already declared at {prev}", vm.namespace, vm.name),
+                format!(
+                    "VM `{}/{}` is already declared at {prev}",
+                    vm.namespace, vm.name
+                ),
             );
             return;
         }
@@ -409,7 +477,10 @@ impl Resolver {
     }
 
     fn wukong_set(&mut self, d: &Doc, fleet: &mut Fleet, diags: &mut Diags) {
-        let name = d.doc.value["metadata"]["name"].as_str().unwrap_or("?").to_owned();
+        let name = d.doc.value["metadata"]["name"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
         let ns_hint = d.doc.value["metadata"]["namespace"]
             .as_str()
             .unwrap_or(&self.settings.default_namespace)
@@ -453,7 +524,13 @@ impl Resolver {
         };
         let selector = s.spec.selector.clone().unwrap_or_default().match_labels;
         for (k, v) in &selector {
-            check_label(k, v, &ctx, diags, &Path::parse("spec.selector.matchLabels").key(k));
+            check_label(
+                k,
+                v,
+                &ctx,
+                diags,
+                &Path::parse("spec.selector.matchLabels").key(k),
+            );
         }
         let origin = ctx.at(&Path::root());
         fleet.sets.insert(
@@ -480,9 +557,16 @@ impl Resolver {
                 replicas,
             };
             let mut local = Diags::default();
-            if let Some(vm) =
-                self.instance(&s, &ns, &inst, &vars, &selector, &ctx, origin.clone(), &mut local)
-            {
+            if let Some(vm) = self.instance(
+                &s,
+                &ns,
+                &inst,
+                &vars,
+                &selector,
+                &ctx,
+                origin.clone(),
+                &mut local,
+            ) {
                 self.add(fleet, &mut local, &ctx, vm);
             }
             for d in local.0 {
@@ -500,7 +584,11 @@ impl Resolver {
             } else {
                 let shown: Vec<_> = instances.iter().take(3).cloned().collect();
                 let more = instances.len().saturating_sub(3);
-                let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+                let tail = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
                 format!("instances {}{tail}", shown.join(", "))
             };
             diags.0.push(super::Diagnostic {
@@ -552,11 +640,15 @@ impl Resolver {
             typed(&meta, &meta_ctx, diags)?
         };
         if meta.name.is_some() || meta.namespace.is_some() {
-            let field = if meta.name.is_some() { "name" } else { "namespace" };
+            let field = if meta.name.is_some() {
+                "name"
+            } else {
+                "namespace"
+            };
             ctx.err_key(
                 diags,
                 &meta_path.key(field),
-                format!("is not allowed: instances are named `<set>-<index>` in the set's namespace"),
+                "is not allowed: instances are named `<set>-<index>` in the set's namespace",
             );
             return None;
         }
@@ -616,29 +708,51 @@ impl Resolver {
         if cpu == 0 {
             ctx.err(diags, &p("cpu"), "must be at least 1");
         } else if cpu > MAX_VCPUS {
-            ctx.err(diags, &p("cpu"), format!("{cpu} is above the KubeVirt limit of {MAX_VCPUS} vCPUs"));
+            ctx.err(
+                diags,
+                &p("cpu"),
+                format!("{cpu} is above the KubeVirt limit of {MAX_VCPUS} vCPUs"),
+            );
         }
         let min_cpu = policy.min_cpu.map(|c| c.0);
         let max_cpu = policy.max_cpu.map(|c| c.0);
         if let Some(max) = max_cpu {
             if max > MAX_VCPUS {
-                ctx.err(diags, &p("scalingPolicy.maxCPU"), format!("{max} is above the KubeVirt limit of {MAX_VCPUS} vCPUs"));
+                ctx.err(
+                    diags,
+                    &p("scalingPolicy.maxCPU"),
+                    format!("{max} is above the KubeVirt limit of {MAX_VCPUS} vCPUs"),
+                );
             }
         }
         if let (Some(min), Some(max)) = (min_cpu, max_cpu) {
             if min > max {
-                ctx.err(diags, &p("scalingPolicy.minCPU"), format!("{min} is above scalingPolicy.maxCPU ({max})"));
+                ctx.err(
+                    diags,
+                    &p("scalingPolicy.minCPU"),
+                    format!("{min} is above scalingPolicy.maxCPU ({max})"),
+                );
             }
         }
         if let Some(min) = min_cpu.filter(|m| cpu < *m) {
-            ctx.err(diags, &p("cpu"), format!("{cpu} is below scalingPolicy.minCPU ({min})"));
+            ctx.err(
+                diags,
+                &p("cpu"),
+                format!("{cpu} is below scalingPolicy.minCPU ({min})"),
+            );
         }
         if let Some(max) = max_cpu.filter(|m| cpu > *m) {
-            ctx.err(diags, &p("cpu"), format!("{cpu} is above scalingPolicy.maxCPU ({max})"));
+            ctx.err(
+                diags,
+                &p("cpu"),
+                format!("{cpu} is above scalingPolicy.maxCPU ({max})"),
+            );
         }
 
         // Memory
-        let memory = spec.memory.unwrap_or_else(|| Quantity::from_bytes(DEFAULT_MEMORY));
+        let memory = spec
+            .memory
+            .unwrap_or_else(|| Quantity::from_bytes(DEFAULT_MEMORY));
         let mem_bytes = whole_bytes(&memory, ctx, diags, &p("memory"));
         if mem_bytes == Some(0) {
             ctx.err(diags, &p("memory"), "must be more than 0");
@@ -653,17 +767,30 @@ impl Resolver {
         }
         if let (Some(min), Some(max)) = (&min_memory, &max_memory) {
             if min > max {
-                ctx.err(diags, &p("scalingPolicy.minMemory"), format!("{min} is above scalingPolicy.maxMemory ({max})"));
+                ctx.err(
+                    diags,
+                    &p("scalingPolicy.minMemory"),
+                    format!("{min} is above scalingPolicy.maxMemory ({max})"),
+                );
             }
         }
         if let Some(min) = min_memory.filter(|m| memory < *m) {
-            ctx.err(diags, &p("memory"), format!("{memory} is below scalingPolicy.minMemory ({min})"));
+            ctx.err(
+                diags,
+                &p("memory"),
+                format!("{memory} is below scalingPolicy.minMemory ({min})"),
+            );
         }
         if let Some(max) = max_memory.filter(|m| memory > *m) {
-            ctx.err(diags, &p("memory"), format!("{memory} is above scalingPolicy.maxMemory ({max})"));
+            ctx.err(
+                diags,
+                &p("memory"),
+                format!("{memory} is above scalingPolicy.maxMemory ({max})"),
+            );
         }
         let hotplug_memory_ok = |q: &Quantity| {
-            q.as_u64().is_some_and(|b| b >= HOTPLUG_MIN_MEMORY) && q.is_multiple_of(HOTPLUG_ALIGNMENT)
+            q.as_u64().is_some_and(|b| b >= HOTPLUG_MIN_MEMORY)
+                && q.is_multiple_of(HOTPLUG_ALIGNMENT)
         };
         if hot_plug {
             if mem_bytes.is_some_and(|b| b < HOTPLUG_MIN_MEMORY) {
@@ -673,7 +800,11 @@ impl Resolver {
             }
             if let Some(max) = &max_memory {
                 if max.as_u64().is_some() && !max.is_multiple_of(HOTPLUG_ALIGNMENT) {
-                    ctx.err(diags, &p("scalingPolicy.maxMemory"), format!("{max} is not a multiple of 2Mi, which memory hot-plug requires"));
+                    ctx.err(
+                        diags,
+                        &p("scalingPolicy.maxMemory"),
+                        format!("{max} is not a multiple of 2Mi, which memory hot-plug requires"),
+                    );
                 }
             }
         }
@@ -692,12 +823,21 @@ impl Resolver {
             Some(model::Action::Suspend)
         );
         if paused && run_strategy == RunStrategy::Halted {
-            ctx.err(diags, &p("lifecycleAction.action"), "a VM cannot be suspended while runStrategy is Halted (stopped)");
+            ctx.err(
+                diags,
+                &p("lifecycleAction.action"),
+                "a VM cannot be suspended while runStrategy is Halted (stopped)",
+            );
         }
 
         let disks = self.disks(&spec.disks, vm, ctx, diags);
         let networks = self.networks(&spec.networks, ns, vm, ctx, diags);
-        let user_data = spec.cloud_init.as_ref().and_then(|c| c.user_data.clone());
+        // Empty user data means none (KubeVirt rejects an empty cloud-init volume).
+        let user_data = spec
+            .cloud_init
+            .as_ref()
+            .and_then(|c| c.user_data.clone())
+            .filter(|u| !u.trim().is_empty());
 
         if diags.0.len() > before {
             return None;
@@ -730,10 +870,18 @@ impl Resolver {
                 continue;
             }
             if d.name == CLOUD_INIT_VOLUME {
-                ctx.err(diags, &at.key("name"), format!("`{CLOUD_INIT_VOLUME}` is reserved for the cloud-init disk"));
+                ctx.err(
+                    diags,
+                    &at.key("name"),
+                    format!("`{CLOUD_INIT_VOLUME}` is reserved for the cloud-init disk"),
+                );
             }
             if !seen.insert(d.name.clone()) {
-                ctx.err(diags, &at.key("name"), format!("disk `{}` is declared twice", d.name));
+                ctx.err(
+                    diags,
+                    &at.key("name"),
+                    format!("disk `{}` is declared twice", d.name),
+                );
             }
             let size_ok = whole_bytes(&d.size, ctx, diags, &at.key("size"));
             if size_ok == Some(0) {
@@ -743,7 +891,11 @@ impl Resolver {
             if let Some(max) = &policy.max_size {
                 whole_bytes(max, ctx, diags, &at.key("scalingPolicy.maxSize"));
                 if d.size > *max {
-                    ctx.err(diags, &at.key("size"), format!("{} is above scalingPolicy.maxSize ({max})", d.size));
+                    ctx.err(
+                        diags,
+                        &at.key("size"),
+                        format!("{} is above scalingPolicy.maxSize ({max})", d.size),
+                    );
                 }
             }
             let source = match d.image.as_deref() {
@@ -760,8 +912,14 @@ impl Resolver {
                 }
             };
             if let DiskSource::Registry(u) | DiskSource::Http(u) = &source {
-                if u.contains(char::is_whitespace) || u.split("://").nth(1).is_none_or(str::is_empty) {
-                    ctx.err(diags, &at.key("image"), format!("`{u}` is not a valid image reference"));
+                if u.contains(char::is_whitespace)
+                    || u.split("://").nth(1).is_none_or(str::is_empty)
+                {
+                    ctx.err(
+                        diags,
+                        &at.key("image"),
+                        format!("`{u}` is not a valid image reference"),
+                    );
                 }
             }
             let storage_class = d
@@ -794,17 +952,36 @@ impl Resolver {
         diags: &mut Diags,
     ) -> Vec<Network> {
         let at = |i: usize| Path::parse("networks").index(i);
-        let pods: Vec<usize> = (0..nets.len()).filter(|i| nets[*i].kind == NetworkType::Pod).collect();
-        let primaries: Vec<usize> = (0..nets.len()).filter(|i| nets[*i].primary == Some(true)).collect();
+        let pods: Vec<usize> = (0..nets.len())
+            .filter(|i| nets[*i].kind == NetworkType::Pod)
+            .collect();
+        let primaries: Vec<usize> = (0..nets.len())
+            .filter(|i| nets[*i].primary == Some(true))
+            .collect();
         for i in pods.iter().skip(1) {
-            ctx.err(diags, &at(*i).key("type"), "a VM can have only one pod network");
+            ctx.err(
+                diags,
+                &at(*i).key("type"),
+                "a VM can have only one pod network",
+            );
         }
         for i in primaries.iter().skip(1) {
-            ctx.err(diags, &at(*i).key("primary"), "a VM can have only one primary network");
+            ctx.err(
+                diags,
+                &at(*i).key("primary"),
+                "a VM can have only one primary network",
+            );
         }
         if let (Some(pod), Some(prim)) = (pods.first(), primaries.first()) {
             if pod != prim {
-                ctx.err(diags, &at(*prim).key("primary"), format!("the VM already has the pod network `{}` as its primary network", nets[*pod].name));
+                ctx.err(
+                    diags,
+                    &at(*prim).key("primary"),
+                    format!(
+                        "the VM already has the pod network `{}` as its primary network",
+                        nets[*pod].name
+                    ),
+                );
             }
         }
         let mut out = Vec::new();
@@ -829,23 +1006,38 @@ impl Resolver {
                 continue;
             }
             if !names.insert(n.name.clone()) {
-                ctx.err(diags, &p.key("name"), format!("network `{}` is declared twice", n.name));
+                ctx.err(
+                    diags,
+                    &p.key("name"),
+                    format!("network `{}` is declared twice", n.name),
+                );
             }
             let primary = n.kind == NetworkType::Pod || n.primary == Some(true);
             let attachment = self.attachment(n, ctx, diags, &p);
             let mac = match &n.mac_address {
                 Some(m) => {
                     if !valid_mac(m) {
-                        ctx.err(diags, &p.key("macAddress"), format!("`{m}` is not a unicast MAC address like 02:00:00:00:00:01"));
+                        ctx.err(
+                            diags,
+                            &p.key("macAddress"),
+                            format!("`{m}` is not a unicast MAC address like 02:00:00:00:00:01"),
+                        );
                     }
                     m.to_lowercase()
                 }
                 None => derived_mac(ns, vm, &n.name),
             };
             if let Some(other) = macs.insert(mac.clone(), n.name.clone()) {
-                ctx.err(diags, &p.key("macAddress"), format!("MAC address {mac} is also used by network `{other}`"));
+                ctx.err(
+                    diags,
+                    &p.key("macAddress"),
+                    format!("MAC address {mac} is also used by network `{other}`"),
+                );
             }
-            let ip = n.ip_config.as_ref().and_then(|c| ip_settings(c, n, ctx, diags, &p.key("ipConfig")));
+            let ip = n
+                .ip_config
+                .as_ref()
+                .and_then(|c| ip_settings(c, n, ctx, diags, &p.key("ipConfig")));
             let net = Network {
                 name: n.name.clone(),
                 kind: n.kind,
@@ -881,20 +1073,39 @@ impl Resolver {
             NetworkType::Macvlan => &["master", "vlanId", "mtu", "nadName"],
             NetworkType::Sriov => &["resourceName", "vlanId", "nadName"],
         };
-        for field in ["bridge", "master", "vlanId", "resourceName", "mtu", "nadName"] {
+        for field in [
+            "bridge",
+            "master",
+            "vlanId",
+            "resourceName",
+            "mtu",
+            "nadName",
+        ] {
             if set(field) && !allowed.contains(&field) {
-                ctx.err_key(diags, &p.key(field), format!("does not apply to a `{}` network", n.kind.as_str()));
+                ctx.err_key(
+                    diags,
+                    &p.key(field),
+                    format!("does not apply to a `{}` network", n.kind.as_str()),
+                );
             }
         }
         if n.kind == NetworkType::Pod {
             if n.primary == Some(false) {
-                ctx.err(diags, &p.key("primary"), "the pod network is always the primary network");
+                ctx.err(
+                    diags,
+                    &p.key("primary"),
+                    "the pod network is always the primary network",
+                );
             }
             return Attachment::Pod;
         }
         if let Some(v) = n.vlan_id {
             if !(1..=4094).contains(&v.0) {
-                ctx.err(diags, &p.key("vlanId"), format!("{} is not a VLAN id (1-4094)", v.0));
+                ctx.err(
+                    diags,
+                    &p.key("vlanId"),
+                    format!("{} is not a VLAN id (1-4094)", v.0),
+                );
             }
         }
         if let Some(m) = n.mtu {
@@ -913,7 +1124,13 @@ impl Resolver {
                 None => is_dns_subdomain(nad),
             };
             if !valid {
-                ctx.err(diags, &p.key("nadName"), format!("`{nad}` is not `name` or `namespace/name` of a NetworkAttachmentDefinition"));
+                ctx.err(
+                    diags,
+                    &p.key("nadName"),
+                    format!(
+                        "`{nad}` is not `name` or `namespace/name` of a NetworkAttachmentDefinition"
+                    ),
+                );
             }
             return Attachment::Existing(nad.clone());
         }
@@ -922,7 +1139,11 @@ impl Resolver {
         let iface = |v: &Option<String>, default: &str, field: &str, diags: &mut Diags| {
             let v = v.clone().unwrap_or_else(|| default.to_owned());
             if v.is_empty() || v.len() > 15 || v.contains(['/', ' ', '"', '\\']) {
-                ctx.err(diags, &p.key(field), format!("`{v}` is not a valid interface name"));
+                ctx.err(
+                    diags,
+                    &p.key(field),
+                    format!("`{v}` is not a valid interface name"),
+                );
             }
             v
         };
@@ -939,7 +1160,12 @@ impl Resolver {
                 ("bridge", br, c, None)
             }
             NetworkType::Ovs => {
-                let br = iface(&n.bridge, &self.settings.default_ovs_bridge, "bridge", diags);
+                let br = iface(
+                    &n.bridge,
+                    &self.settings.default_ovs_bridge,
+                    "bridge",
+                    diags,
+                );
                 let mut c = serde_json::json!({"cniVersion": "0.3.1", "name": "", "type": "ovs", "bridge": br});
                 if let Some(v) = vlan {
                     c["vlan"] = v.into();
@@ -955,7 +1181,12 @@ impl Resolver {
                     None => master.clone(),
                 };
                 let c = serde_json::json!({"cniVersion": "0.3.1", "name": "", "type": "macvtap"});
-                ("macvtap", master, c, Some(format!("macvtap.network.kubevirt.io/{lower}")))
+                (
+                    "macvtap",
+                    master,
+                    c,
+                    Some(format!("macvtap.network.kubevirt.io/{lower}")),
+                )
             }
             NetworkType::Sriov => {
                 let Some(res) = n.resource_name.clone() else {
@@ -963,7 +1194,13 @@ impl Resolver {
                     return Attachment::Pod;
                 };
                 if !valid_resource_name(&res) {
-                    ctx.err(diags, &p.key("resourceName"), format!("`{res}` is not a device-plugin resource name like vendor.com/pool"));
+                    ctx.err(
+                        diags,
+                        &p.key("resourceName"),
+                        format!(
+                            "`{res}` is not a device-plugin resource name like vendor.com/pool"
+                        ),
+                    );
                 }
                 let mut c = serde_json::json!({"cniVersion": "0.3.1", "name": "", "type": "sriov"});
                 if let Some(v) = vlan {
@@ -1038,27 +1275,48 @@ fn hex(bytes: &[u8]) -> String {
 /// that cloud-init can match interfaces and the address survives restarts and re-renders.
 pub fn derived_mac(ns: &str, vm: &str, network: &str) -> String {
     let h = Sha256::digest(format!("wukong-mac/{ns}/{vm}/{network}").as_bytes());
-    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2], h[3], h[4])
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        h[0], h[1], h[2], h[3], h[4]
+    )
 }
 
 fn valid_mac(m: &str) -> bool {
     let parts: Vec<&str> = m.split(':').collect();
     parts.len() == 6
-        && parts.iter().all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
         && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
 }
 
 fn valid_resource_name(r: &str) -> bool {
     match r.split_once('/') {
-        Some((domain, name)) => is_dns_subdomain(domain) && !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        Some((domain, name)) => {
+            is_dns_subdomain(domain)
+                && !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        }
         None => false,
     }
 }
 
-fn ip_settings(c: &IpConfig, n: &NetworkSpec, ctx: &Ctx, diags: &mut Diags, p: &Path) -> Option<IpSettings> {
+fn ip_settings(
+    c: &IpConfig,
+    n: &NetworkSpec,
+    ctx: &Ctx,
+    diags: &mut Diags,
+    p: &Path,
+) -> Option<IpSettings> {
     match c.mode {
         IpMode::Dhcp => {
-            for (field, set) in [("address", c.address.is_some()), ("gateway", c.gateway.is_some())] {
+            for (field, set) in [
+                ("address", c.address.is_some()),
+                ("gateway", c.gateway.is_some()),
+            ] {
                 if set {
                     ctx.err_key(diags, &p.key(field), "does not apply to `mode: dhcp`");
                 }
@@ -1071,26 +1329,48 @@ fn ip_settings(c: &IpConfig, n: &NetworkSpec, ctx: &Ctx, diags: &mut Diags, p: &
                 return None;
             }
             let Some(address) = c.address.clone() else {
-                ctx.err(diags, p, "`mode: static` needs `address` (e.g. 192.168.1.10/24)");
+                ctx.err(
+                    diags,
+                    p,
+                    "`mode: static` needs `address` (e.g. 192.168.1.10/24)",
+                );
                 return None;
             };
             let family = match parse_cidr(&address) {
                 Some(ip) => ip.is_ipv4(),
                 None => {
-                    ctx.err(diags, &p.key("address"), format!("`{address}` is not an address with prefix length like 192.168.1.10/24"));
+                    ctx.err(
+                        diags,
+                        &p.key("address"),
+                        format!(
+                            "`{address}` is not an address with prefix length like 192.168.1.10/24"
+                        ),
+                    );
                     return None;
                 }
             };
             if let Some(gw) = &c.gateway {
                 match gw.parse::<IpAddr>() {
                     Ok(ip) if ip.is_ipv4() == family => {}
-                    Ok(_) => ctx.err(diags, &p.key("gateway"), format!("gateway `{gw}` is not of the same IP family as `{address}`")),
-                    Err(_) => ctx.err(diags, &p.key("gateway"), format!("`{gw}` is not an IP address")),
+                    Ok(_) => ctx.err(
+                        diags,
+                        &p.key("gateway"),
+                        format!("gateway `{gw}` is not of the same IP family as `{address}`"),
+                    ),
+                    Err(_) => ctx.err(
+                        diags,
+                        &p.key("gateway"),
+                        format!("`{gw}` is not an IP address"),
+                    ),
                 }
             }
             for (i, d) in c.dns.iter().enumerate() {
                 if d.parse::<IpAddr>().is_err() {
-                    ctx.err(diags, &p.key("dns").index(i), format!("`{d}` is not an IP address"));
+                    ctx.err(
+                        diags,
+                        &p.key("dns").index(i),
+                        format!("`{d}` is not an IP address"),
+                    );
                 }
             }
             Some(IpSettings::Static {
@@ -1126,7 +1406,11 @@ fn strategy(
         ok = false;
     }
     if u.max_surge.is_some() && ru.max_surge.is_some() {
-        ctx.err(diags, &p.key("maxSurge"), "set either updateStrategy.maxSurge or updateStrategy.rollingUpdate.maxSurge, not both");
+        ctx.err(
+            diags,
+            &p.key("maxSurge"),
+            "set either updateStrategy.maxSurge or updateStrategy.rollingUpdate.maxSurge, not both",
+        );
         ok = false;
     }
     let max_unavailable = u.max_unavailable.or(ru.max_unavailable);
@@ -1134,7 +1418,11 @@ fn strategy(
     match u.kind.unwrap_or(UpdateStrategyType::RollingUpdate) {
         UpdateStrategyType::Recreate => {
             if u.rolling_update.is_some() || max_unavailable.is_some() || max_surge.is_some() {
-                ctx.err(diags, &p.key("type"), "`Recreate` does not take maxUnavailable, maxSurge or rollingUpdate");
+                ctx.err(
+                    diags,
+                    &p.key("type"),
+                    "`Recreate` does not take maxUnavailable, maxSurge or rollingUpdate",
+                );
                 return None;
             }
             ok.then_some(SetStrategy::Recreate)
@@ -1166,7 +1454,8 @@ fn whole_bytes(q: &Quantity, ctx: &Ctx, diags: &mut Diags, p: &Path) -> Option<u
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -1186,7 +1475,11 @@ fn check_dns_label(s: &str, ctx: &Ctx, diags: &mut Diags, p: &Path) -> bool {
 fn check_dns_subdomain(s: &str, ctx: &Ctx, diags: &mut Diags, p: &Path) -> bool {
     let ok = is_dns_subdomain(s);
     if !ok {
-        ctx.err(diags, p, format!("`{s}` is not a valid name (DNS subdomain)"));
+        ctx.err(
+            diags,
+            p,
+            format!("`{s}` is not a valid name (DNS subdomain)"),
+        );
     }
     ok
 }
@@ -1203,7 +1496,8 @@ fn valid_key(k: &str) -> bool {
 
 fn valid_label_value(v: &str) -> bool {
     v.len() <= 63
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && v.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
         && v.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
 }
@@ -1231,7 +1525,11 @@ fn check_labels(m: &Metadata, ctx: &Ctx, diags: &mut Diags, base: &Path) {
         if !valid_key(k) {
             ctx.err_key(diags, &p, format!("`{k}` is not a valid annotation key"));
         } else if reserved(k) {
-            ctx.err_key(diags, &p, format!("annotation `{k}` is reserved for Wukong"));
+            ctx.err_key(
+                diags,
+                &p,
+                format!("annotation `{k}` is reserved for Wukong"),
+            );
         }
     }
 }

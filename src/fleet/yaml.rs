@@ -241,9 +241,7 @@ impl Recorder {
     /// Record a node that starts at `mark` and return its path (None when inside a skipped
     /// complex key).
     fn node(&mut self, pos: Position, is_scalar_text: Option<&str>) -> Option<Option<Path>> {
-        let Some(doc) = self.current.as_mut() else {
-            return None;
-        };
+        let doc = self.current.as_mut()?;
         match self.stack.last_mut() {
             None => {
                 doc.start = pos;
@@ -271,7 +269,13 @@ impl Recorder {
             }
             Some(Frame::Map { path, key }) => match key.take() {
                 None => {
-                    // This node is a key.
+                    // This node is a key. yaml-rust2 marks a block mapping where it sees the
+                    // first `:`; the mapping really starts at its first key.
+                    if let Some(n) = doc.nodes.get_mut(path) {
+                        if pos < n.value {
+                            n.value = pos;
+                        }
+                    }
                     if let Some(text) = is_scalar_text {
                         *key = Some((text.to_owned(), pos));
                         Some(None)
@@ -356,10 +360,16 @@ spec:
         let docs = parse_documents(text).unwrap();
         assert_eq!(docs.len(), 2);
         let p = &docs[1].positions;
-        assert_eq!(p.value(&Path::parse("kind")), Position { line: 3, column: 7 });
+        assert_eq!(
+            p.value(&Path::parse("kind")),
+            Position { line: 3, column: 7 }
+        );
         assert_eq!(
             p.value(&Path::parse("spec.disks[1].size")),
-            Position { line: 9, column: 13 }
+            Position {
+                line: 9,
+                column: 13
+            }
         );
         assert_eq!(
             p.key(&Path::parse("spec.disks[1].size")),

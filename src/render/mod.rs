@@ -15,8 +15,7 @@ mod view;
 use std::collections::BTreeMap;
 
 use handlebars::{
-    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError,
-    RenderErrorReason,
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderErrorReason,
 };
 use serde_json::Value;
 
@@ -66,6 +65,14 @@ pub struct Templates {
     hb: Handlebars<'static>,
 }
 
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.hb.get_templates().keys().collect();
+        names.sort();
+        f.debug_struct("Templates").field("names", &names).finish()
+    }
+}
+
 impl Templates {
     /// The templates shipped with Wukong.
     pub fn builtin() -> Result<Templates, Error> {
@@ -110,10 +117,37 @@ fn register(hb: &mut Handlebars<'static>, name: &str, text: &str) -> Result<(), 
         })
 }
 
-/// YAML-safe output of a template value: a JSON string literal, which YAML parses back to the
+/// YAML-safe output of a template value: a double-quoted string, which YAML parses back to the
 /// same string whatever it contains (newlines, quotes, `: `, `{{`, `#`, …).
 fn yaml_quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+    yaml_safe_json(&Value::from(s))
+}
+
+/// JSON text that a YAML parser reads back as exactly `v`. JSON is YAML flow syntax, except
+/// that YAML treats some characters JSON leaves raw as line breaks (U+0085, U+2028, U+2029)
+/// or forbids them (DEL, C1 controls, U+FEFF, U+FFFE, U+FFFF); those are written as `\uXXXX`
+/// escapes. (In JSON text such characters can only stand inside strings.)
+pub fn yaml_safe_json(v: &Value) -> String {
+    let raw = serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned());
+    if !raw.chars().any(needs_escape) {
+        return raw;
+    }
+    let mut out = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if needs_escape(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x7f..=0x9f | 0x2028 | 0x2029 | 0xfeff | 0xfffe | 0xffff
+    )
 }
 
 /// `{{json value}}`: the value as JSON (valid YAML flow syntax), for numbers, booleans, lists
@@ -135,16 +169,18 @@ impl HelperDef for JsonHelper {
         if v.is_value_missing() {
             return Err(RenderErrorReason::MissingVariable(v.relative_path().cloned()).into());
         }
-        let text = serde_json::to_string(v.value())
-            .map_err(|e| RenderError::from(RenderErrorReason::Other(e.to_string())))?;
-        out.write(&text)?;
+        out.write(&yaml_safe_json(v.value()))?;
         Ok(())
     }
 }
 
 /// Render every object of the fleet, in a stable order (namespace, kind, name).
 /// `revision` is recorded in the `wukong.novasphere.dev/revision` annotation.
-pub fn render(fleet: &Fleet, templates: &Templates, revision: &str) -> Result<Vec<Rendered>, Error> {
+pub fn render(
+    fleet: &Fleet,
+    templates: &Templates,
+    revision: &str,
+) -> Result<Vec<Rendered>, Error> {
     let mut out: BTreeMap<ObjectRef, Value> = BTreeMap::new();
     let mut nads: BTreeMap<ObjectRef, &GeneratedNad> = BTreeMap::new();
     for (id, vm) in &fleet.vms {
@@ -217,7 +253,11 @@ fn check_identity(m: &Value, id: &ObjectRef) -> Result<(), String> {
             got.0, got.1, got.2, got.3, want.0, want.1, want.2, want.3
         ));
     }
-    if field(&format!("/metadata/labels/{}", LABEL_MANAGED_BY.replace('/', "~1"))) != MANAGED_BY_VALUE {
+    if field(&format!(
+        "/metadata/labels/{}",
+        LABEL_MANAGED_BY.replace('/', "~1")
+    )) != MANAGED_BY_VALUE
+    {
         return Err(format!(
             "the rendered object lacks the ownership label {LABEL_MANAGED_BY}: {MANAGED_BY_VALUE}"
         ));
@@ -226,11 +266,22 @@ fn check_identity(m: &Value, id: &ObjectRef) -> Result<(), String> {
 }
 
 /// Serialise rendered objects as a multi-document YAML stream.
+///
+/// Each document is checked to parse back to exactly its manifest; the YAML emitter writes
+/// some exotic characters raw in ways a parser folds, and such a document is printed as
+/// escaped JSON (equally valid YAML) instead, so the text always means the manifest.
 pub fn to_yaml(objects: &[Rendered]) -> String {
     let mut out = String::new();
     for o in objects {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&o.manifest).unwrap_or_default());
+        let block = serde_yaml::to_string(&o.manifest).unwrap_or_default();
+        let faithful = serde_yaml::from_str::<Value>(&block).is_ok_and(|back| back == o.manifest);
+        if faithful {
+            out.push_str(&block);
+        } else {
+            out.push_str(&yaml_safe_json(&o.manifest));
+            out.push('\n');
+        }
     }
     out
 }

@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::fleet::{Attachment, DiskSource, IpSettings, NetworkType, Vm};
 use crate::fleet::GeneratedNad;
+use crate::fleet::{Attachment, DiskSource, IpSettings, NetworkType, Vm};
 use crate::identity::{
     ANNOTATION_REVISION, LABEL_FLEET, LABEL_INDEX, LABEL_MANAGED_BY, LABEL_SET, MANAGED_BY_VALUE,
     ObjectRef,
 };
-
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -180,22 +179,40 @@ fn network_data(vm: &Vm) -> Option<String> {
     let mut ethernets = serde_yaml::Mapping::new();
     for n in &vm.spec.networks {
         let mut e = serde_yaml::Mapping::new();
-        e.insert("match".into(), yaml_map([("macaddress", n.mac.clone().into())]));
+        e.insert(
+            "match".into(),
+            yaml_map([("macaddress", n.mac.clone().into())]),
+        );
         match (&n.ip, n.kind) {
             (Some(IpSettings::Dhcp), _) | (None, NetworkType::Pod) => {
                 e.insert("dhcp4".into(), true.into());
             }
-            (Some(IpSettings::Static { address, gateway, dns }), _) => {
-                e.insert("addresses".into(), vec![serde_yaml::Value::from(address.clone())].into());
+            (
+                Some(IpSettings::Static {
+                    address,
+                    gateway,
+                    dns,
+                }),
+                _,
+            ) => {
+                e.insert(
+                    "addresses".into(),
+                    vec![serde_yaml::Value::from(address.clone())].into(),
+                );
                 if let Some(gw) = gateway {
-                    let to = if gw.contains(':') { "::/0" } else { "0.0.0.0/0" };
+                    let to = if gw.contains(':') {
+                        "::/0"
+                    } else {
+                        "0.0.0.0/0"
+                    };
                     e.insert(
                         "routes".into(),
                         vec![yaml_map([("to", to.into()), ("via", gw.clone().into())])].into(),
                     );
                 }
                 if !dns.is_empty() {
-                    let list: Vec<serde_yaml::Value> = dns.iter().map(|d| d.clone().into()).collect();
+                    let list: Vec<serde_yaml::Value> =
+                        dns.iter().map(|d| d.clone().into()).collect();
                     e.insert("nameservers".into(), yaml_map([("addresses", list.into())]));
                 }
             }

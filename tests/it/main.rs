@@ -1,0 +1,8 @@
+//! The one integration-test binary (one link, one build): each module is a theme.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod injection;
+mod render;
+mod support;
