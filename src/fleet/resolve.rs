@@ -439,13 +439,15 @@ impl Resolver {
         let (Some(ns), true) = (ns, name_ok) else {
             return;
         };
-        let spec = self.spec(&w.spec, &ns, &name, &spec_ctx, diags);
-        let origin = ctx.at(&Path::root());
-        if let Some(spec) = spec {
-            self.add(
-                fleet,
-                diags,
-                &ctx,
+        let origin = ctx.at(&Path::parse("metadata.name"));
+        // Claim the name before checking the spec, so that a duplicate is reported even when
+        // one of the two declarations has other problems.
+        if !self.claim(&ns, &name, &origin, &ctx, diags) {
+            return;
+        }
+        if let Some(spec) = self.spec(&w.spec, &ns, &name, &spec_ctx, diags) {
+            fleet.vms.insert(
+                ObjectRef::vm(&ns, &name),
                 Vm {
                     namespace: ns,
                     name,
@@ -459,21 +461,26 @@ impl Resolver {
         }
     }
 
-    fn add(&mut self, fleet: &mut Fleet, diags: &mut Diags, ctx: &Ctx, vm: Vm) {
-        let id = ObjectRef::vm(&vm.namespace, &vm.name);
+    /// Record that `ns/name` is declared at `origin`; false (and reported) if it already was.
+    fn claim(
+        &mut self,
+        ns: &str,
+        name: &str,
+        origin: &Origin,
+        ctx: &Ctx,
+        diags: &mut Diags,
+    ) -> bool {
+        let id = ObjectRef::vm(ns, name);
         if let Some(prev) = self.declared.get(&id) {
             ctx.err(
                 diags,
                 &Path::parse("metadata.name"),
-                format!(
-                    "VM `{}/{}` is already declared at {prev}",
-                    vm.namespace, vm.name
-                ),
+                format!("VM `{ns}/{name}` is already declared at {prev}"),
             );
-            return;
+            return false;
         }
-        self.declared.insert(id.clone(), vm.origin.clone());
-        fleet.vms.insert(id, vm);
+        self.declared.insert(id, origin.clone());
+        true
     }
 
     fn wukong_set(&mut self, d: &Doc, fleet: &mut Fleet, diags: &mut Diags) {
@@ -532,7 +539,7 @@ impl Resolver {
                 &Path::parse("spec.selector.matchLabels").key(k),
             );
         }
-        let origin = ctx.at(&Path::root());
+        let origin = ctx.at(&Path::parse("metadata.name"));
         fleet.sets.insert(
             ObjectRef::vm(&ns, &set_name),
             Set {
@@ -557,17 +564,19 @@ impl Resolver {
                 replicas,
             };
             let mut local = Diags::default();
-            if let Some(vm) = self.instance(
-                &s,
-                &ns,
-                &inst,
-                &vars,
-                &selector,
-                &ctx,
-                origin.clone(),
-                &mut local,
-            ) {
-                self.add(fleet, &mut local, &ctx, vm);
+            if self.claim(&ns, &inst, &origin, &ctx, &mut local) {
+                if let Some(vm) = self.instance(
+                    &s,
+                    &ns,
+                    &inst,
+                    &vars,
+                    &selector,
+                    &ctx,
+                    origin.clone(),
+                    &mut local,
+                ) {
+                    fleet.vms.insert(ObjectRef::vm(&ns, &inst), vm);
+                }
             }
             for d in local.0 {
                 grouped

@@ -272,7 +272,7 @@ kind: Wukong
 metadata:
   name: db
 spec:
-  memory: 1.5
+  memory: "1.5"
 "#,
         )],
         expect: &[],
@@ -512,8 +512,10 @@ spec:
   networks:
   - name: eth1
     type: bridge
+    macAddress: 02:00:00:00:00:01
   - name: eth1
     type: macvlan
+    macAddress: 02:00:00:00:00:02
 "#,
         )],
         expect: &[],
@@ -555,7 +557,7 @@ spec:
             r#"apiVersion: vm.novasphere.dev/v1alpha1
 kind: Wukong
 metadata:
-  name: analytics-warehouse-primary-database-server-eu-west-1-zone-a-01
+  name: analytics-warehouse-primary-database-server-eu-west-1-zone-a-001
 spec:
   cpu: 2
 "#,
@@ -1002,42 +1004,6 @@ spec:
         )],
         expect: &[],
     },
-    Case {
-        name: "duplicate_static_address_across_vms",
-        files: &[
-            (
-                "a.yaml",
-                r#"apiVersion: vm.novasphere.dev/v1alpha1
-kind: Wukong
-metadata:
-  name: db
-spec:
-  networks:
-  - name: eth1
-    type: bridge
-    ipConfig:
-      mode: static
-      address: 192.168.1.10/24
-"#,
-            ),
-            (
-                "b.yaml",
-                r#"apiVersion: vm.novasphere.dev/v1alpha1
-kind: Wukong
-metadata:
-  name: app
-spec:
-  networks:
-  - name: eth1
-    type: bridge
-    ipConfig:
-      mode: static
-      address: 192.168.1.10/24
-"#,
-            ),
-        ],
-        expect: &[],
-    },
     // ---------------------------------------------------------------- power, labels
     Case {
         name: "suspended_while_halted",
@@ -1149,7 +1115,7 @@ spec:
             r#"apiVersion: vm.novasphere.dev/v1alpha1
 kind: WukongSet
 metadata:
-  name: analytics-warehouse-primary-database-server-eu-west-1-zone-a
+  name: analytics-warehouse-primary-database-server-eu-west-1-zone-ab
 spec:
   replicas: 12
   template:
@@ -1168,7 +1134,7 @@ kind: WukongSet
 metadata:
   name: web
 spec:
-  replicas: 1000000
+  replicas: 100001
   template:
     spec:
       cpu: 2
