@@ -34,8 +34,8 @@ pub(crate) struct Vars<'a> {
 /// renders the same few strings 10,000 times).
 pub(crate) struct Expander {
     hb: Handlebars<'static>,
-    /// string → None (no expressions), Some(Ok(template name)) or Some(Err(message)).
-    compiled: HashMap<String, Option<Result<String, String>>>,
+    /// string → registered template name, or the message of why it does not compile.
+    compiled: HashMap<String, Result<String, String>>,
 }
 
 impl Expander {
@@ -107,19 +107,14 @@ impl Expander {
         if !s.contains("${") && !s.contains("{{") {
             return Ok(s.to_owned());
         }
-        let entry = match self.compiled.get(s) {
-            Some(e) => e.clone(),
+        let name = match self.compiled.get(s) {
+            Some(entry) => entry.clone(),
             None => {
-                let e = self.compile(s);
-                self.compiled.insert(s.to_owned(), e.clone());
-                e
+                let entry = self.compile(s);
+                self.compiled.insert(s.to_owned(), entry.clone());
+                entry
             }
-        };
-        let name = match entry {
-            None => return Ok(s.replace("$${", "${")),
-            Some(Err(e)) => return Err(e),
-            Some(Ok(name)) => name,
-        };
+        }?;
         let data = json!({
             "INDEX": vars.index,
             "NAME": vars.name,
@@ -132,24 +127,19 @@ impl Expander {
             .map_err(|e| format!("cannot expand {}: {}", quote(s), describe(&e)))
     }
 
-    fn compile(&mut self, s: &str) -> Option<Result<String, String>> {
-        let source = match translate(s) {
-            Ok(src) => src,
-            Err(e) => return Some(Err(format!("cannot expand {}: {e}", quote(s)))),
-        };
+    fn compile(&mut self, s: &str) -> Result<String, String> {
+        let source = translate(s).map_err(|e| format!("cannot expand {}: {e}", quote(s)))?;
         let name = format!("t{}", self.compiled.len());
-        Some(
-            self.hb
-                .register_template_string(&name, source)
-                .map(|()| name)
-                .map_err(|e| {
-                    format!(
-                        "cannot expand {}: invalid handlebars expression: {}",
-                        quote(s),
-                        e.reason()
-                    )
-                }),
-        )
+        self.hb
+            .register_template_string(&name, source)
+            .map_err(|e| {
+                format!(
+                    "cannot expand {}: invalid handlebars expression: {}",
+                    quote(s),
+                    e.reason()
+                )
+            })?;
+        Ok(name)
     }
 }
 
