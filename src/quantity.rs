@@ -456,6 +456,15 @@ impl serde::de::Visitor<'_> for QuantityVisitor {
             Format::DecimalSI,
         ))
     }
+
+    /// YAML reads `0.5` and `1e9` as floats; Kubernetes accepts them as quantities, so parse
+    /// their shortest decimal form (exactly what the user wrote for such values).
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
+        if !v.is_finite() {
+            return Err(E::invalid_value(serde::de::Unexpected::Float(v), &self));
+        }
+        Quantity::parse(&format!("{v}")).map_err(E::custom)
+    }
 }
 
 #[cfg(test)]
@@ -774,10 +783,12 @@ mod tests {
             rejection("true"),
             "invalid type: boolean `true`, expected a Kubernetes quantity such as \"4Gi\" at line 1 column 4"
         );
+        // floats are quantities, as in Kubernetes (`cpu: 0.5`, `size: 1e9`)
         assert_eq!(
-            rejection("1.5"),
-            "invalid type: floating point `1.5`, expected a Kubernetes quantity such as \"4Gi\" at line 1 column 3"
+            serde_json::from_str::<Quantity>("1.5").ok(),
+            Some(q("1500m"))
         );
+        assert_eq!(serde_json::from_str::<Quantity>("1e9").ok(), Some(q("1G")));
         assert!(rejection("[1]").starts_with("invalid type: sequence, expected a Kubernetes"));
         assert!(rejection("{}").starts_with("invalid type: map, expected a Kubernetes"));
         assert!(rejection("null").starts_with("invalid type: null, expected a Kubernetes"));

@@ -161,6 +161,9 @@ pub struct SetMember {
 pub struct Vm {
     pub namespace: String,
     pub name: String,
+    /// How messages name the document that declares it, e.g. `Wukong db/pg` or
+    /// `WukongSet web/web (instance web-1)`.
+    pub object: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub set: Option<SetMember>,
@@ -225,6 +228,9 @@ pub struct Network {
     pub mac: String,
     pub attachment: Attachment,
     pub ip: Option<IpSettings>,
+    /// Where the static address was written (for fleet-wide uniqueness messages).
+    #[serde(skip)]
+    pub ip_origin: Option<Origin>,
 }
 
 /// How a network reaches the VM.

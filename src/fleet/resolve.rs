@@ -200,17 +200,19 @@ fn typed<T: DeserializeOwned>(value: &Value, ctx: &Ctx, diags: &mut Diags) -> Op
             .strip_prefix("missing field `")
             .and_then(|m| m.split('`').next())
             .map(|f| path.key(f));
-        match &missing {
-            Some(m) if dropped.contains(m) => {}
-            _ => match unknown_field(&message) {
+        let hidden = missing.as_ref().is_some_and(|m| dropped.contains(m));
+        if !hidden {
+            match unknown_field(&message) {
                 Some((field, expected)) => {
                     let hint = suggestion(&field, &expected);
                     ctx.err_key(diags, &path, format!("unknown field `{field}`{hint}"));
                 }
                 None => ctx.err(diags, &path, message),
-            },
+            }
         }
-        if missing.is_some() || !remove(&mut value, &path) {
+        // Drop what failed and go on: the field itself, or, for a required field that is
+        // missing (because it was dropped or never there), the object that needs it.
+        if !remove(&mut value, &path) {
             return None;
         }
         dropped.push(path);
@@ -236,7 +238,8 @@ fn remove(value: &mut Value, path: &Path) -> bool {
         }
     }
     match (last, cur) {
-        (yaml::Seg::Key(k), Value::Mapping(m)) => m.remove(k.as_str()).is_some(),
+        // shift (not swap) removal keeps the order, so errors keep coming in document order
+        (yaml::Seg::Key(k), Value::Mapping(m)) => m.shift_remove(k.as_str()).is_some(),
         _ => false,
     }
 }
@@ -415,7 +418,7 @@ impl Resolver {
     fn wukong(&mut self, d: &Doc, fleet: &mut Fleet, diags: &mut Diags) {
         let name = d.doc.value["metadata"]["name"]
             .as_str()
-            .unwrap_or("?")
+            .unwrap_or("(unnamed)")
             .to_owned();
         let ns_hint = d.doc.value["metadata"]["namespace"]
             .as_str()
@@ -449,6 +452,7 @@ impl Resolver {
             fleet.vms.insert(
                 ObjectRef::vm(&ns, &name),
                 Vm {
+                    object: ctx.object.clone().unwrap_or_default(),
                     namespace: ns,
                     name,
                     labels: w.metadata.labels,
@@ -486,7 +490,7 @@ impl Resolver {
     fn wukong_set(&mut self, d: &Doc, fleet: &mut Fleet, diags: &mut Diags) {
         let name = d.doc.value["metadata"]["name"]
             .as_str()
-            .unwrap_or("?")
+            .unwrap_or("(unnamed)")
             .to_owned();
         let ns_hint = d.doc.value["metadata"]["namespace"]
             .as_str()
@@ -554,7 +558,10 @@ impl Resolver {
         // Problems in the template usually repeat for every instance: report each once, naming
         // the instances it concerns.
         let mut grouped: BTreeMap<(Origin, String), Vec<String>> = BTreeMap::new();
-        for index in 0..replicas {
+        // A set scaled to zero still has its template checked (as instance 0), so that a
+        // broken template is found before it is scaled up.
+        let probe = replicas == 0;
+        for index in 0..replicas.max(1) {
             let inst = format!("{set_name}-{index}");
             let vars = Vars {
                 index,
@@ -564,7 +571,18 @@ impl Resolver {
                 replicas,
             };
             let mut local = Diags::default();
-            if self.claim(&ns, &inst, &origin, &ctx, &mut local) {
+            if probe {
+                self.instance(
+                    &s,
+                    &ns,
+                    &inst,
+                    &vars,
+                    &selector,
+                    &ctx,
+                    origin.clone(),
+                    &mut local,
+                );
+            } else if self.claim(&ns, &inst, &origin, &ctx, &mut local) {
                 if let Some(vm) = self.instance(
                     &s,
                     &ns,
@@ -586,7 +604,9 @@ impl Resolver {
             }
         }
         for ((origin, message), instances) in grouped {
-            let which = if instances.len() == 1 {
+            let which = if probe {
+                "template, checked as instance 0 of a set scaled to 0".to_owned()
+            } else if instances.len() == 1 {
                 format!("instance {}", instances[0])
             } else if instances.len() as u32 == replicas {
                 format!("all {replicas} instances")
@@ -685,6 +705,10 @@ impl Resolver {
         let spec: WukongSpec = typed(&spec, &spec_ctx, diags)?;
         let spec = self.spec(&spec, ns, inst, &spec_ctx, diags)?;
         Some(Vm {
+            object: format!(
+                "{} (instance {inst})",
+                set_ctx.object.clone().unwrap_or_default()
+            ),
             namespace: ns.to_owned(),
             name: inst.to_owned(),
             labels,
@@ -734,6 +758,7 @@ impl Resolver {
                 );
             }
         }
+        let cpu_bounds_ok = !matches!((min_cpu, max_cpu), (Some(a), Some(b)) if a > b);
         if let (Some(min), Some(max)) = (min_cpu, max_cpu) {
             if min > max {
                 ctx.err(
@@ -743,14 +768,14 @@ impl Resolver {
                 );
             }
         }
-        if let Some(min) = min_cpu.filter(|m| cpu < *m) {
+        if let Some(min) = min_cpu.filter(|m| cpu_bounds_ok && cpu < *m) {
             ctx.err(
                 diags,
                 &p("cpu"),
                 format!("{cpu} is below scalingPolicy.minCPU ({min})"),
             );
         }
-        if let Some(max) = max_cpu.filter(|m| cpu > *m) {
+        if let Some(max) = max_cpu.filter(|m| cpu_bounds_ok && cpu > *m) {
             ctx.err(
                 diags,
                 &p("cpu"),
@@ -774,6 +799,7 @@ impl Resolver {
         if let Some(q) = &max_memory {
             whole_bytes(q, ctx, diags, &p("scalingPolicy.maxMemory"));
         }
+        let memory_bounds_ok = !matches!((&min_memory, &max_memory), (Some(a), Some(b)) if a > b);
         if let (Some(min), Some(max)) = (&min_memory, &max_memory) {
             if min > max {
                 ctx.err(
@@ -783,14 +809,14 @@ impl Resolver {
                 );
             }
         }
-        if let Some(min) = min_memory.filter(|m| memory < *m) {
+        if let Some(min) = min_memory.filter(|m| memory_bounds_ok && memory < *m) {
             ctx.err(
                 diags,
                 &p("memory"),
                 format!("{memory} is below scalingPolicy.minMemory ({min})"),
             );
         }
-        if let Some(max) = max_memory.filter(|m| memory > *m) {
+        if let Some(max) = max_memory.filter(|m| memory_bounds_ok && memory > *m) {
             ctx.err(
                 diags,
                 &p("memory"),
@@ -1005,6 +1031,7 @@ impl Resolver {
                 mac: derived_mac(ns, vm, DEFAULT_POD_NETWORK),
                 attachment: Attachment::Pod,
                 ip: None,
+                ip_origin: None,
             });
         }
         let mut names = BTreeSet::new();
@@ -1020,6 +1047,7 @@ impl Resolver {
                     &p.key("name"),
                     format!("network `{}` is declared twice", n.name),
                 );
+                continue;
             }
             let primary = n.kind == NetworkType::Pod || n.primary == Some(true);
             let attachment = self.attachment(n, ctx, diags, &p);
@@ -1047,6 +1075,9 @@ impl Resolver {
                 .ip_config
                 .as_ref()
                 .and_then(|c| ip_settings(c, n, ctx, diags, &p.key("ipConfig")));
+            let ip_origin = ip
+                .is_some()
+                .then(|| ctx.at(&p.key("ipConfig").key("address")));
             let net = Network {
                 name: n.name.clone(),
                 kind: n.kind,
@@ -1054,6 +1085,7 @@ impl Resolver {
                 mac,
                 attachment,
                 ip,
+                ip_origin,
             };
             if primary {
                 out.insert(0, net);
@@ -1230,7 +1262,12 @@ impl Resolver {
         if kind != "macvtap" && kind != "ovs" {
             config["ipam"] = serde_json::json!({});
         }
-        let name = nad_name(kind, &key, vlan, mtu);
+        // an SR-IOV pool is told apart by its full resource name, not the part shown
+        let identity = match (&n.kind, &resource_name) {
+            (NetworkType::Sriov, Some(res)) => res.clone(),
+            _ => key.clone(),
+        };
+        let name = nad_name(kind, &key, &identity, vlan, mtu);
         config["name"] = name.clone().into();
         Attachment::Generated(GeneratedNad {
             name,
@@ -1247,7 +1284,11 @@ fn unreachable_pod() -> (&'static str, String, serde_json::Value, Option<String>
 
 /// Name of a generated NetworkAttachmentDefinition: readable, derived only from the settings
 /// that make up its configuration, so VMs with the same network share one.
-fn nad_name(kind: &str, key: &str, vlan: Option<u32>, mtu: Option<u32>) -> String {
+///
+/// `key` is the part shown in the name; `identity` everything that tells two networks of this
+/// kind apart (the full SR-IOV resource name, say). When the name cannot show the identity
+/// exactly, a hash of it is appended.
+fn nad_name(kind: &str, key: &str, identity: &str, vlan: Option<u32>, mtu: Option<u32>) -> String {
     let mut name = format!("wk-{kind}-{}", sanitize(key));
     if let Some(v) = vlan {
         name.push_str(&format!("-v{v}"));
@@ -1255,9 +1296,9 @@ fn nad_name(kind: &str, key: &str, vlan: Option<u32>, mtu: Option<u32>) -> Strin
     if let Some(m) = mtu {
         name.push_str(&format!("-mtu{m}"));
     }
-    if sanitize(key) != key.to_lowercase() || name.len() > 63 {
-        // sanitising may merge distinct keys: disambiguate with a hash of the original
-        let h = hex(&Sha256::digest(format!("{kind}/{key}").as_bytes())[..3]);
+    if sanitize(key) != identity || name.len() > 63 {
+        // the name does not show the identity exactly: disambiguate with a hash of it
+        let h = hex(&Sha256::digest(format!("{kind}/{identity}").as_bytes())[..3]);
         name.truncate(63 - 7);
         name = format!("{}-{h}", name.trim_end_matches('-'));
     }
@@ -1545,36 +1586,48 @@ fn check_labels(m: &Metadata, ctx: &Ctx, diags: &mut Diags, base: &Path) {
 
 /// Rules that span VMs: static addresses unique per network, generated NADs consistent.
 fn cross_checks(fleet: &Fleet, diags: &mut Diags) {
-    let mut addresses: BTreeMap<(String, String, String), String> = BTreeMap::new();
-    let mut nads: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    type Use<'a> = (&'a Origin, &'a Vm, &'a str);
+    let mut addresses: BTreeMap<(&str, &str, &str), Vec<Use>> = BTreeMap::new();
+    let mut nads: BTreeMap<(&str, &str), (&GeneratedNad, &Vm)> = BTreeMap::new();
     for vm in fleet.vms.values() {
         for n in &vm.spec.networks {
-            let net_key = n.attachment.network_name().unwrap_or("pod").to_owned();
-            if let Some(IpSettings::Static { address, .. }) = &n.ip {
-                let ip = address.split('/').next().unwrap_or(address).to_owned();
-                let key = (vm.namespace.clone(), net_key.clone(), ip.clone());
-                if let Some(other) = addresses.insert(key, vm.name.clone()) {
-                    diags.0.push(super::Diagnostic {
-                        origin: vm.origin.clone(),
-                        object: Some(format!("VM {}/{}", vm.namespace, vm.name)),
-                        message: format!("network `{}`: address {ip} is also assigned to VM `{other}` on the same network", n.name),
-                    });
-                }
+            let network = n.attachment.network_name().unwrap_or("pod");
+            if let (Some(IpSettings::Static { address, .. }), Some(origin)) = (&n.ip, &n.ip_origin)
+            {
+                let ip = address.split('/').next().unwrap_or(address);
+                addresses
+                    .entry((&vm.namespace, network, ip))
+                    .or_default()
+                    .push((origin, vm, &n.name));
             }
             if let Attachment::Generated(g) = &n.attachment {
-                let key = (vm.namespace.clone(), g.name.clone());
-                match nads.get(&key) {
-                    Some((config, other)) if *config != g.config => diags.0.push(super::Diagnostic {
+                match nads.get(&(vm.namespace.as_str(), g.name.as_str())) {
+                    Some((seen, other)) if *seen != g => diags.0.push(super::Diagnostic {
                         origin: vm.origin.clone(),
-                        object: Some(format!("VM {}/{}", vm.namespace, vm.name)),
-                        message: format!("network `{}` generates NetworkAttachmentDefinition `{}` with a different configuration than VM `{other}`; set nadName", n.name, g.name),
+                        object: Some(vm.object.clone()),
+                        message: format!("network `{}` generates NetworkAttachmentDefinition `{}` with a different configuration than VM `{}` ({}); set nadName", n.name, g.name, other.name, other.origin),
                     }),
                     Some(_) => {}
                     None => {
-                        nads.insert(key, (g.config.clone(), vm.name.clone()));
+                        nads.insert((&vm.namespace, &g.name), (g, vm));
                     }
                 }
             }
+        }
+    }
+    for ((_, network, ip), mut uses) in addresses {
+        // the first declaration (in file order) keeps the address; the others are reported
+        uses.sort_by(|a, b| a.0.cmp(b.0));
+        let (first_origin, first, _) = uses[0];
+        for (origin, vm, name) in &uses[1..] {
+            diags.0.push(super::Diagnostic {
+                origin: (*origin).clone(),
+                object: Some(vm.object.clone()),
+                message: format!(
+                    "network `{name}`: address {ip} on `{network}` is already assigned to VM `{}` ({first_origin})",
+                    first.name
+                ),
+            });
         }
     }
 }

@@ -30,7 +30,7 @@ spec:
    memory: 4Gi
 "#,
         )],
-        expect: &[],
+        expect: &["db.yaml:7:10: invalid YAML: mapping values are not allowed in this context"],
     },
     Case {
         name: "document_is_a_list",
@@ -44,7 +44,7 @@ spec:
     cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &["db.yaml:1:1: a document must be a mapping with apiVersion and kind"],
     },
     Case {
         name: "missing_api_version",
@@ -57,7 +57,7 @@ spec:
   cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &["db.yaml:1:1: document has no `apiVersion`"],
     },
     Case {
         name: "missing_kind",
@@ -70,7 +70,7 @@ spec:
   cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &["db.yaml:1:1: document has no `kind`"],
     },
     Case {
         name: "wrong_api_version",
@@ -84,7 +84,9 @@ spec:
   cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:1:13: apiVersion: unsupported apiVersion `vm.novasphere.dev/v1` (expected `vm.novasphere.dev/v1alpha1`)",
+        ],
     },
     Case {
         name: "unknown_kind",
@@ -98,7 +100,9 @@ spec:
   cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:2:7: kind: unknown kind `VirtualMachine` (expected Wukong, WukongSet or Fleet)",
+        ],
     },
     Case {
         name: "unknown_top_level_field",
@@ -114,7 +118,9 @@ spec:
   cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:5:1: Wukong default/db: labels: unknown field `labels`; expected one of `apiVersion`, `kind`, `metadata`, `spec`",
+        ],
     },
     Case {
         name: "unknown_spec_field_with_suggestion",
@@ -129,7 +135,9 @@ spec:
   memory: 8Gi
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:3: Wukong default/db: spec.cpus: unknown field `cpus`; did you mean `cpu`?",
+        ],
     },
     Case {
         name: "unknown_disk_field",
@@ -146,7 +154,78 @@ spec:
     storageclass: fast
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:9:5: Wukong default/db: spec.disks[0].storageclass: unknown field `storageclass`; did you mean `storageClass`?",
+        ],
+    },
+    Case {
+        name: "tab_indentation",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+	name: db
+spec:
+  cpu: 2
+"#,
+        )],
+        expect: &["db.yaml:4:1: invalid YAML: found character that cannot start any token"],
+    },
+    Case {
+        name: "error_in_second_document_of_a_file",
+        files: &[(
+            "vms.yaml",
+            r#"# databases and apps
+apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+spec:
+  cpu: 2
+---
+apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: app
+spec:
+  cpu: 2
+  memory: 4GB
+"#,
+        )],
+        expect: &[
+            "vms.yaml:15:11: Wukong default/app: spec.memory: invalid quantity `4GB`: unknown suffix `GB` (use Gi, G, Mi, M, Ki, k, …)",
+        ],
+    },
+    Case {
+        name: "missing_spec",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+"#,
+        )],
+        expect: &["db.yaml:1:1: Wukong default/db: missing field `spec`"],
+    },
+    Case {
+        name: "unknown_metadata_field",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+  label:
+    app: db
+spec:
+  cpu: 2
+"#,
+        )],
+        expect: &[
+            "db.yaml:5:3: Wukong default/db: metadata.label: unknown field `label`; did you mean `labels`?",
+        ],
     },
     // ---------------------------------------------------------------- types and values
     Case {
@@ -161,7 +240,9 @@ spec:
   cpu: "four"
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:8: Wukong default/db: spec.cpu: invalid value: string \"four\", expected a non-negative integer",
+        ],
     },
     Case {
         name: "cpu_is_a_boolean",
@@ -175,7 +256,9 @@ spec:
   cpu: true
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:8: Wukong default/db: spec.cpu: invalid type: boolean `true`, expected a non-negative integer",
+        ],
     },
     Case {
         name: "memory_is_a_list",
@@ -189,7 +272,9 @@ spec:
   memory: [1]
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:11: Wukong default/db: spec.memory: invalid type: sequence, expected a Kubernetes quantity such as \"4Gi\"",
+        ],
     },
     Case {
         name: "cpu_negative",
@@ -203,7 +288,9 @@ spec:
   cpu: -2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:8: Wukong default/db: spec.cpu: invalid value: integer `-2`, expected a non-negative integer",
+        ],
     },
     Case {
         name: "cpu_zero",
@@ -217,7 +304,7 @@ spec:
   cpu: 0
 "#,
         )],
-        expect: &[],
+        expect: &["db.yaml:6:8: Wukong default/db: spec.cpu: must be at least 1"],
     },
     Case {
         name: "cpu_above_kubevirt_limit",
@@ -231,7 +318,9 @@ spec:
   cpu: 600
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:8: Wukong default/db: spec.cpu: 600 is above the KubeVirt limit of 512 vCPUs",
+        ],
     },
     Case {
         name: "memory_with_si_byte_suffix",
@@ -245,7 +334,9 @@ spec:
   memory: 4GB
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:11: Wukong default/db: spec.memory: invalid quantity `4GB`: unknown suffix `GB` (use Gi, G, Mi, M, Ki, k, …)",
+        ],
     },
     Case {
         name: "disk_size_with_two_decimal_points",
@@ -261,7 +352,9 @@ spec:
     size: 1.5.5Gi
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:8:11: Wukong default/db: spec.disks[0].size: invalid quantity `1.5.5Gi`: more than one decimal point",
+        ],
     },
     Case {
         name: "memory_fractional_bytes",
@@ -275,7 +368,9 @@ spec:
   memory: "1.5"
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:11: Wukong default/db: spec.memory: 1500m is not a whole number of bytes",
+        ],
     },
     // ---------------------------------------------------------------- enums
     Case {
@@ -292,7 +387,9 @@ spec:
     type: vlan
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:8:11: Wukong default/db: spec.networks[0].type: unknown variant `vlan`, expected one of `pod`, `bridge`, `macvlan`, `sriov`, `ovs`",
+        ],
     },
     Case {
         name: "unknown_run_strategy",
@@ -306,7 +403,9 @@ spec:
   runStrategy: Stopped
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:16: Wukong default/db: spec.runStrategy: unknown variant `Stopped`, expected one of `Always`, `RerunOnFailure`, `Halted`",
+        ],
     },
     Case {
         name: "unknown_ip_config_mode",
@@ -325,7 +424,9 @@ spec:
       address: 192.168.1.10/24
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:10:13: Wukong default/db: spec.networks[0].ipConfig.mode: unknown variant `manual`, expected `dhcp` or `static`",
+        ],
     },
     Case {
         name: "unknown_lifecycle_action",
@@ -340,7 +441,9 @@ spec:
     action: pause
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:7:13: Wukong default/db: spec.lifecycleAction.action: unknown variant `pause`, expected `suspend` or `resume`",
+        ],
     },
     // ---------------------------------------------------------------- required fields
     Case {
@@ -357,7 +460,7 @@ spec:
     image: docker://quay.io/kubevirt/fedora-cloud-container-disk-demo
 "#,
         )],
-        expect: &[],
+        expect: &["db.yaml:7:5: Wukong default/db: spec.disks[0]: missing field `size`"],
     },
     Case {
         name: "network_without_type",
@@ -373,7 +476,7 @@ spec:
     bridge: br1
 "#,
         )],
-        expect: &[],
+        expect: &["db.yaml:7:5: Wukong default/db: spec.networks[0]: missing field `type`"],
     },
     // ---------------------------------------------------------------- several errors
     Case {
@@ -398,7 +501,31 @@ spec:
     size: 50Gi
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:8: Wukong default/db: spec.cpu: 16 is above scalingPolicy.maxCPU (8)",
+            "db.yaml:7:11: Wukong default/db: spec.memory: 64Gi is above scalingPolicy.maxMemory (32Gi)",
+            "db.yaml:15:11: Wukong default/db: spec.disks[1].name: disk `system` is declared twice",
+        ],
+    },
+    Case {
+        name: "several_structural_errors_in_one_document",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+spec:
+  cpus: 4
+  memory: 4GB
+  runStrategy: Stopped
+"#,
+        )],
+        expect: &[
+            "db.yaml:6:3: Wukong default/db: spec.cpus: unknown field `cpus`; did you mean `cpu`?",
+            "db.yaml:7:11: Wukong default/db: spec.memory: invalid quantity `4GB`: unknown suffix `GB` (use Gi, G, Mi, M, Ki, k, …)",
+            "db.yaml:8:16: Wukong default/db: spec.runStrategy: unknown variant `Stopped`, expected one of `Always`, `RerunOnFailure`, `Halted`",
+        ],
     },
     Case {
         name: "errors_in_two_files",
@@ -424,7 +551,10 @@ spec:
 "#,
             ),
         ],
-        expect: &[],
+        expect: &[
+            "vms/app.yaml:6:11: Wukong default/app: spec.memory: invalid quantity `4GB`: unknown suffix `GB` (use Gi, G, Mi, M, Ki, k, …)",
+            "vms/db.yaml:6:8: Wukong default/db: spec.cpu: must be at least 1",
+        ],
     },
     // ---------------------------------------------------------------- names
     Case {
@@ -451,7 +581,9 @@ spec:
 "#,
             ),
         ],
-        expect: &[],
+        expect: &[
+            "b.yaml:4:9: Wukong default/db: metadata.name: VM `default/db` is already declared at a.yaml:4:9",
+        ],
     },
     Case {
         name: "wukong_clashes_with_set_instance",
@@ -480,7 +612,9 @@ spec:
 "#,
             ),
         ],
-        expect: &[],
+        expect: &[
+            "b-vm.yaml:4:9: Wukong default/web-1: metadata.name: VM `default/web-1` is already declared at a-set.yaml:4:9",
+        ],
     },
     Case {
         name: "duplicate_disk_name",
@@ -498,7 +632,60 @@ spec:
     size: 100Gi
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:9:11: Wukong default/db: spec.disks[1].name: disk `data` is declared twice",
+        ],
+    },
+    Case {
+        name: "set_instance_clashes_with_earlier_wukong",
+        files: &[
+            (
+                "vm.yaml",
+                r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: web-1
+spec:
+  cpu: 2
+"#,
+            ),
+            (
+                "web.yaml",
+                r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: WukongSet
+metadata:
+  name: web
+spec:
+  replicas: 3
+  template:
+    spec:
+      cpu: 2
+"#,
+            ),
+        ],
+        expect: &[
+            "web.yaml:4:9: WukongSet default/web (instance web-1): metadata.name: VM `default/web-1` is already declared at vm.yaml:4:9",
+        ],
+    },
+    Case {
+        name: "duplicate_disk_through_yaml_alias",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+spec:
+  disks:
+  - &data
+    name: data
+    size: 10Gi
+  - *data
+"#,
+        )],
+        expect: &[
+            "db.yaml:10:5: Wukong default/db: spec.disks[1].name: disk `data` is declared twice",
+        ],
     },
     Case {
         name: "duplicate_network_name",
@@ -518,7 +705,9 @@ spec:
     macAddress: 02:00:00:00:00:02
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:10:11: Wukong default/db: spec.networks[1].name: network `eth1` is declared twice",
+        ],
     },
     Case {
         name: "reserved_disk_name",
@@ -534,7 +723,9 @@ spec:
     size: 1Gi
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:7:11: Wukong default/db: spec.disks[0].name: `cloudinitdisk` is reserved for the cloud-init disk",
+        ],
     },
     Case {
         name: "vm_name_upper_case",
@@ -548,7 +739,9 @@ spec:
   cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:4:9: Wukong default/Database: metadata.name: `Database` is not a valid name (lower-case letters, digits and `-`, starting and ending with a letter or digit, at most 63 characters)",
+        ],
     },
     Case {
         name: "vm_name_too_long",
@@ -562,7 +755,9 @@ spec:
   cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:4:9: Wukong default/analytics-warehouse-primary-database-server-eu-west-1-zone-a-001: metadata.name: `analytics-warehouse-primary-database-server-eu-west-1-zone-a-001` is not a valid name (lower-case letters, digits and `-`, starting and ending with a letter or digit, at most 63 characters)",
+        ],
     },
     Case {
         name: "invalid_namespace",
@@ -577,7 +772,9 @@ spec:
   cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:5:14: Wukong Prod_EU/db: metadata.namespace: `Prod_EU` is not a valid name (lower-case letters, digits and `-`, starting and ending with a letter or digit, at most 63 characters)",
+        ],
     },
     Case {
         name: "namespace_outside_allowlist",
@@ -604,7 +801,9 @@ spec:
 "#,
             ),
         ],
-        expect: &[],
+        expect: &[
+            "db.yaml:5:14: Wukong kube-system/db: metadata.namespace: namespace `kube-system` is not in the fleet's allowed namespaces (prod, staging)",
+        ],
     },
     Case {
         name: "two_fleet_documents",
@@ -625,7 +824,9 @@ spec:
   prune: false
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "wukong.yaml:8:1: Fleet: a fleet may have only one Fleet document; the first is at wukong.yaml:1:1",
+        ],
     },
     // ---------------------------------------------------------------- scaling bounds
     Case {
@@ -643,7 +844,7 @@ spec:
     maxCPU: 8
 "#,
         )],
-        expect: &[],
+        expect: &["db.yaml:6:8: Wukong default/db: spec.cpu: 1 is below scalingPolicy.minCPU (2)"],
     },
     Case {
         name: "cpu_above_max_cpu",
@@ -661,7 +862,7 @@ spec:
     maxCPU: 8
 "#,
         )],
-        expect: &[],
+        expect: &["db.yaml:6:8: Wukong default/db: spec.cpu: 12 is above scalingPolicy.maxCPU (8)"],
     },
     Case {
         name: "min_cpu_above_max_cpu",
@@ -678,7 +879,10 @@ spec:
     maxCPU: 2
 "#,
         )],
-        expect: &[],
+        // contradictory bounds are reported once, not as cpu being both too high and too low
+        expect: &[
+            "db.yaml:8:13: Wukong default/db: spec.scalingPolicy.minCPU: 8 is above scalingPolicy.maxCPU (2)",
+        ],
     },
     Case {
         name: "memory_above_max_memory",
@@ -694,7 +898,9 @@ spec:
     maxMemory: 16Gi
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:11: Wukong default/db: spec.memory: 32Gi is above scalingPolicy.maxMemory (16Gi)",
+        ],
     },
     Case {
         name: "memory_below_min_memory",
@@ -710,7 +916,9 @@ spec:
     minMemory: 4Gi
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:11: Wukong default/db: spec.memory: 2Gi is below scalingPolicy.minMemory (4Gi)",
+        ],
     },
     Case {
         name: "hotplug_memory_below_1gi",
@@ -727,7 +935,9 @@ spec:
     maxMemory: 8Gi
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:11: Wukong default/db: spec.memory: 512Mi is below 1Gi, the minimum for memory hot-plug (scalingPolicy.enableHotPlug)",
+        ],
     },
     Case {
         name: "hotplug_memory_not_2mi_aligned",
@@ -744,7 +954,9 @@ spec:
     maxMemory: 8Gi
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:11: Wukong default/db: spec.memory: 4097Mi is not a multiple of 2Mi, which memory hot-plug requires (scalingPolicy.enableHotPlug)",
+        ],
     },
     Case {
         name: "disk_size_above_max_size",
@@ -763,7 +975,9 @@ spec:
       maxSize: 100Gi
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:8:11: Wukong default/db: spec.disks[0].size: 200Gi is above scalingPolicy.maxSize (100Gi)",
+        ],
     },
     Case {
         name: "unsupported_image_scheme",
@@ -780,7 +994,9 @@ spec:
     image: s3://images/fedora.qcow2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:9:12: Wukong default/db: spec.disks[0].image: unsupported image `s3://images/fedora.qcow2` (use docker://…, oci-archive://…, http://… or https://…)",
+        ],
     },
     // ---------------------------------------------------------------- networks
     Case {
@@ -798,7 +1014,9 @@ spec:
     vlanId: 100
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:7:5: Wukong default/db: spec.networks[0]: an sriov network needs `resourceName` (the SR-IOV device-plugin resource, e.g. intel.com/sriov_netdevice) or `nadName`",
+        ],
     },
     Case {
         name: "vlan_id_out_of_range",
@@ -816,7 +1034,9 @@ spec:
     vlanId: 5000
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:10:13: Wukong default/db: spec.networks[0].vlanId: 5000 is not a VLAN id (1-4094)",
+        ],
     },
     Case {
         name: "field_not_for_network_type",
@@ -833,7 +1053,9 @@ spec:
     master: eth0
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:9:5: Wukong default/db: spec.networks[0].master: does not apply to a `bridge` network",
+        ],
     },
     Case {
         name: "nad_name_with_bridge",
@@ -851,7 +1073,9 @@ spec:
     bridge: br-storage
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:10:5: Wukong default/db: spec.networks[0].bridge: cannot be combined with nadName (the existing NetworkAttachmentDefinition decides it)",
+        ],
     },
     Case {
         name: "static_ip_without_address",
@@ -870,7 +1094,9 @@ spec:
       gateway: 192.168.1.1
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:10:7: Wukong default/db: spec.networks[0].ipConfig: `mode: static` needs `address` (e.g. 192.168.1.10/24)",
+        ],
     },
     Case {
         name: "static_ip_bad_cidr",
@@ -889,7 +1115,9 @@ spec:
       address: 192.168.1.300/24
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:11:16: Wukong default/db: spec.networks[0].ipConfig.address: `192.168.1.300/24` is not an address with prefix length like 192.168.1.10/24",
+        ],
     },
     Case {
         name: "gateway_of_other_family",
@@ -909,7 +1137,9 @@ spec:
       gateway: fd00::1
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:12:16: Wukong default/db: spec.networks[0].ipConfig.gateway: gateway `fd00::1` is not of the same IP family as `192.168.1.10/24`",
+        ],
     },
     Case {
         name: "dhcp_with_address",
@@ -928,7 +1158,9 @@ spec:
       address: 192.168.1.10/24
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:11:7: Wukong default/db: spec.networks[0].ipConfig.address: does not apply to `mode: dhcp`",
+        ],
     },
     Case {
         name: "static_address_on_pod_network",
@@ -947,7 +1179,9 @@ spec:
       address: 10.0.0.5/24
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:10:13: Wukong default/db: spec.networks[0].ipConfig.mode: the pod network gets its address from KubeVirt (masquerade); static addresses are for bridge, macvlan, sriov and ovs networks",
+        ],
     },
     Case {
         name: "two_pod_networks",
@@ -965,7 +1199,9 @@ spec:
     type: pod
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:10:11: Wukong default/db: spec.networks[1].type: a VM can have only one pod network",
+        ],
     },
     Case {
         name: "two_primary_networks",
@@ -985,7 +1221,9 @@ spec:
     primary: true
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:12:14: Wukong default/db: spec.networks[1].primary: a VM can have only one primary network",
+        ],
     },
     Case {
         name: "invalid_mac_address",
@@ -1002,7 +1240,61 @@ spec:
     macAddress: 02:00:00:00:00:zz
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:9:17: Wukong default/db: spec.networks[0].macAddress: `02:00:00:00:00:zz` is not a unicast MAC address like 02:00:00:00:00:01",
+        ],
+    },
+    Case {
+        name: "duplicate_mac_address",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+spec:
+  networks:
+  - name: eth1
+    type: bridge
+    macAddress: 02:00:00:00:00:01
+  - name: eth2
+    type: bridge
+    macAddress: 02:00:00:00:00:01
+"#,
+        )],
+        expect: &[
+            "db.yaml:12:17: Wukong default/db: spec.networks[1].macAddress: MAC address 02:00:00:00:00:01 is also used by network `eth1`",
+        ],
+    },
+    Case {
+        name: "several_network_problems",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+spec:
+  networks:
+  - name: default
+    type: pod
+    vlanId: 10
+  - name: eth1
+    type: bridge
+    mtu: 100
+    nadName: Storage/Net
+  - name: eth2
+    type: bridge
+    primary: true
+"#,
+        )],
+        expect: &[
+            "db.yaml:9:5: Wukong default/db: spec.networks[0].vlanId: does not apply to a `pod` network",
+            "db.yaml:12:5: Wukong default/db: spec.networks[1].mtu: cannot be combined with nadName (the existing NetworkAttachmentDefinition decides it)",
+            "db.yaml:12:10: Wukong default/db: spec.networks[1].mtu: 100 is outside 576-9216",
+            "db.yaml:13:14: Wukong default/db: spec.networks[1].nadName: `Storage/Net` is not `name` or `namespace/name` of a NetworkAttachmentDefinition",
+            "db.yaml:16:14: Wukong default/db: spec.networks[2].primary: the VM already has the pod network `default` as its primary network",
+        ],
     },
     // ---------------------------------------------------------------- power, labels
     Case {
@@ -1019,7 +1311,9 @@ spec:
     action: suspend
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:8:13: Wukong default/db: spec.lifecycleAction.action: a VM cannot be suspended while runStrategy is Halted (stopped)",
+        ],
     },
     Case {
         name: "reserved_label",
@@ -1035,7 +1329,27 @@ spec:
   cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:5: Wukong default/db: metadata.labels.app.kubernetes.io/managed-by: label `app.kubernetes.io/managed-by` is reserved for Wukong",
+        ],
+    },
+    Case {
+        name: "reserved_label_prefix",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+  labels:
+    wukong.novasphere.dev/fleet: other
+spec:
+  cpu: 2
+"#,
+        )],
+        expect: &[
+            "db.yaml:6:5: Wukong default/db: metadata.labels.wukong.novasphere.dev/fleet: label `wukong.novasphere.dev/fleet` is reserved for Wukong",
+        ],
     },
     Case {
         name: "invalid_label_value",
@@ -1051,7 +1365,9 @@ spec:
   cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "db.yaml:6:12: Wukong default/db: metadata.labels.owner: `team db` is not a valid label value (at most 63 letters, digits, `-`, `_`, `.`, starting and ending with a letter or digit)",
+        ],
     },
     // ---------------------------------------------------------------- WukongSet
     Case {
@@ -1072,7 +1388,9 @@ spec:
       cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "web.yaml:10:21: WukongSet default/web (all 3 instances): spec.template.metadata.labels.node-index: cannot expand `${IDX}`: unknown variable `IDX` (known: INDEX, NAME, SET, NAMESPACE, REPLICAS)",
+        ],
     },
     Case {
         name: "set_division_by_zero",
@@ -1089,7 +1407,9 @@ spec:
       cpu: "${INDEX/0}"
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "web.yaml:9:12: WukongSet default/web (all 3 instances): spec.template.spec.cpu: cannot expand `${INDEX/0}`: division by zero",
+        ],
     },
     Case {
         name: "set_expression_fails_for_some_instances",
@@ -1106,7 +1426,68 @@ spec:
       cpu: "${4-INDEX}"
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "web.yaml:9:12: WukongSet default/web (instance web-4): spec.template.spec.cpu: must be at least 1",
+            "web.yaml:9:12: WukongSet default/web (instance web-5): spec.template.spec.cpu: invalid value: integer `-1`, expected a non-negative integer",
+        ],
+    },
+    Case {
+        name: "set_unknown_template_field",
+        files: &[(
+            "web.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: WukongSet
+metadata:
+  name: web
+spec:
+  replicas: 3
+  template:
+    spec:
+      cpus: 2
+      memory: 4Gi
+"#,
+        )],
+        expect: &[
+            "web.yaml:9:7: WukongSet default/web (all 3 instances): spec.template.spec.cpus: unknown field `cpus`; did you mean `cpu`?",
+        ],
+    },
+    Case {
+        name: "set_unclosed_expression",
+        files: &[(
+            "web.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: WukongSet
+metadata:
+  name: web
+spec:
+  replicas: 2
+  template:
+    spec:
+      cpu: "${INDEX+1"
+"#,
+        )],
+        expect: &[
+            "web.yaml:9:12: WukongSet default/web (all 2 instances): spec.template.spec.cpu: cannot expand `${INDEX+1`: `${` is not closed by `}`",
+        ],
+    },
+    Case {
+        name: "set_negative_replicas",
+        files: &[(
+            "web.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: WukongSet
+metadata:
+  name: web
+spec:
+  replicas: -1
+  template:
+    spec:
+      cpu: 2
+"#,
+        )],
+        expect: &[
+            "web.yaml:6:13: WukongSet default/web: spec.replicas: invalid value: integer `-1`, expected a non-negative integer",
+        ],
     },
     Case {
         name: "set_instance_name_too_long",
@@ -1123,7 +1504,9 @@ spec:
       cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "web.yaml:4:9: WukongSet default/analytics-warehouse-primary-database-server-eu-west-1-zone-ab: metadata.name: instance name `analytics-warehouse-primary-database-server-eu-west-1-zone-ab-11` would be longer than 63 characters",
+        ],
     },
     Case {
         name: "set_too_many_replicas",
@@ -1140,7 +1523,9 @@ spec:
       cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "web.yaml:6:13: WukongSet default/web: spec.replicas: 100001 is above the limit of 100000 replicas per set",
+        ],
     },
     Case {
         name: "set_rollout_cannot_proceed",
@@ -1162,7 +1547,9 @@ spec:
       cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "web.yaml:8:5: WukongSet default/web: spec.updateStrategy: maxUnavailable (0) and maxSurge (0) cannot both be 0: the rollout could never proceed",
+        ],
     },
     Case {
         name: "set_max_unavailable_given_twice",
@@ -1184,7 +1571,9 @@ spec:
       cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "web.yaml:9:21: WukongSet default/web: spec.updateStrategy.maxUnavailable: set either updateStrategy.maxUnavailable or updateStrategy.rollingUpdate.maxUnavailable, not both",
+        ],
     },
     Case {
         name: "set_recreate_with_rolling_update",
@@ -1205,7 +1594,9 @@ spec:
       cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "web.yaml:8:11: WukongSet default/web: spec.updateStrategy.type: `Recreate` does not take maxUnavailable, maxSurge or rollingUpdate",
+        ],
     },
     Case {
         name: "set_template_names_its_instances",
@@ -1224,7 +1615,9 @@ spec:
       cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "web.yaml:9:7: WukongSet default/web (all 3 instances): spec.template.metadata.name: is not allowed: instances are named `<set>-<index>` in the set's namespace",
+        ],
     },
     Case {
         name: "set_selector_conflicts_with_template",
@@ -1247,7 +1640,9 @@ spec:
       cpu: 2
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "web.yaml:9:12: WukongSet default/web (all 3 instances): spec.selector.matchLabels.app: selector wants `app: web-server` but the template sets `app: web`",
+        ],
     },
     // ---------------------------------------------------------------- Fleet
     Case {
@@ -1262,7 +1657,24 @@ spec:
   maxParallel: 0
 "#,
         )],
-        expect: &[],
+        expect: &["wukong.yaml:6:16: Fleet: spec.maxParallel: must be at least 1"],
+    },
+    Case {
+        name: "fleet_default_namespace_not_allowed",
+        files: &[(
+            "wukong.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Fleet
+metadata:
+  name: prod
+spec:
+  namespaces: [prod]
+  defaultNamespace: staging
+"#,
+        )],
+        expect: &[
+            "wukong.yaml:7:21: Fleet: spec.defaultNamespace: namespace `staging` is not in spec.namespaces",
+        ],
     },
     Case {
         name: "fleet_templates_outside_repository",
@@ -1276,7 +1688,129 @@ spec:
   templates: ../shared-templates
 "#,
         )],
-        expect: &[],
+        expect: &[
+            "wukong.yaml:6:14: Fleet: spec.templates: `../shared-templates` must be a directory inside the fleet repository",
+        ],
+    },
+    // Regression: a dropped field moved later fields (swap removal) and a hidden "missing
+    // field" ended the search, so `runStrategy` went unreported.
+    Case {
+        name: "errors_after_a_dropped_required_field_are_still_reported",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+spec:
+  memory: 4GB
+  runStrategy: Stopped
+  lifecycleAction: {action: pause}
+"#,
+        )],
+        expect: &[
+            "db.yaml:6:11: Wukong default/db: spec.memory: invalid quantity `4GB`: unknown suffix `GB` (use Gi, G, Mi, M, Ki, k, …)",
+            "db.yaml:7:16: Wukong default/db: spec.runStrategy: unknown variant `Stopped`, expected one of `Always`, `RerunOnFailure`, `Halted`",
+            "db.yaml:8:29: Wukong default/db: spec.lifecycleAction.action: unknown variant `pause`, expected `suspend` or `resume`",
+        ],
+    },
+    // Regression: the second `eth1` also drew a false "MAC address also used" error.
+    Case {
+        name: "duplicate_network_name_alone",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+spec:
+  networks:
+  - {name: eth1, type: bridge}
+  - {name: eth1, type: bridge}
+"#,
+        )],
+        expect: &[
+            "db.yaml:8:12: Wukong default/db: spec.networks[1].name: network `eth1` is declared twice",
+        ],
+    },
+    // Regression: reported at the first VM's name, not at the duplicate address.
+    Case {
+        name: "duplicate_static_address_across_vms",
+        files: &[
+            (
+                "a.yaml",
+                r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+spec:
+  networks:
+  - name: lan
+    type: bridge
+    ipConfig: {mode: static, address: 10.0.0.5/24}
+"#,
+            ),
+            (
+                "b.yaml",
+                r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: app
+spec:
+  networks:
+  - name: lan
+    type: bridge
+    ipConfig:
+      mode: static
+      address: 10.0.0.5/16
+"#,
+            ),
+        ],
+        expect: &[
+            "b.yaml:11:16: Wukong default/app: network `lan`: address 10.0.0.5 on `wk-bridge-br0` is already assigned to VM `db` (a.yaml:9:39)",
+        ],
+    },
+    Case {
+        name: "duplicate_static_address_within_a_set",
+        files: &[(
+            "web.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: WukongSet
+metadata:
+  name: web
+spec:
+  replicas: 3
+  template:
+    spec:
+      networks:
+      - name: lan
+        type: bridge
+        ipConfig: {mode: static, address: "10.0.0.${INDEX%2+1}/24"}
+"#,
+        )],
+        expect: &[
+            "web.yaml:12:43: WukongSet default/web (instance web-2): network `lan`: address 10.0.0.1 on `wk-bridge-br0` is already assigned to VM `web-0` (web.yaml:12:43)",
+        ],
+    },
+    // Regression: a set scaled to zero skipped its template entirely.
+    Case {
+        name: "set_scaled_to_zero_still_checks_its_template",
+        files: &[(
+            "web.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: WukongSet
+metadata:
+  name: web
+spec:
+  replicas: 0
+  template:
+    spec:
+      cpu: "${IDX}"
+"#,
+        )],
+        expect: &[
+            "web.yaml:9:12: WukongSet default/web (template, checked as instance 0 of a set scaled to 0): spec.template.spec.cpu: cannot expand `${IDX}`: unknown variable `IDX` (known: INDEX, NAME, SET, NAMESPACE, REPLICAS)",
+        ],
     },
 ];
 

@@ -107,7 +107,7 @@ fn render_is_stable_and_records_the_revision() {
             "pg-primary",
             "reporting",
             "wk-ovs-br-mgmt-v42",
-            "wk-sriov-sriov-netdevice-v2222-a2f912",
+            "wk-sriov-sriov-netdevice-v2222-f77fc5",
             "dpdk-0",
             "dpdk-1",
             "wk-bridge-br-front",

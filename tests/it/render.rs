@@ -168,3 +168,33 @@ fn overrides_that_could_break_structure_or_ownership_are_refused() {
         assert_eq!(err.to_string(), want);
     }
 }
+
+/// Regression: `intel.com/sriov_a` and `amd.com/sriov_a` were given one shared
+/// NetworkAttachmentDefinition, carrying only one of the two resource names.
+#[test]
+fn different_sriov_pools_never_share_a_network_attachment_definition() {
+    let vm = |name: &str, pool: &str| {
+        format!(
+            "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata: {{name: {name}}}\nspec:\n  networks:\n  - {{name: fabric, type: sriov, resourceName: {pool}}}\n"
+        )
+    };
+    let (a, b) = (vm("db", "intel.com/sriov_a"), vm("app", "amd.com/sriov_a"));
+    let fleet = crate::support::diagnostics(&[("a.yaml", &a), ("b.yaml", &b)]).expect("valid");
+    let objects = render::render(&fleet, &Templates::builtin().unwrap(), "r").unwrap();
+    let nads: Vec<(&str, &str)> = objects
+        .iter()
+        .filter(|o| o.manifest["kind"] == "NetworkAttachmentDefinition")
+        .map(|o| {
+            (
+                o.manifest["metadata"]["name"].as_str().unwrap(),
+                o.manifest["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"]
+                    .as_str()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(nads.len(), 2, "{nads:?}");
+    assert_ne!(nads[0].0, nads[1].0);
+    let pools: std::collections::BTreeSet<&str> = nads.iter().map(|n| n.1).collect();
+    assert_eq!(pools, ["amd.com/sriov_a", "intel.com/sriov_a"].into());
+}
