@@ -415,32 +415,44 @@ impl Resolver {
         Some(ns)
     }
 
+    /// The context of a Wukong or WukongSet document, labelled `Kind namespace/name` from
+    /// whatever the raw document says (so that even a document that fails to deserialise is
+    /// named in its messages).
+    fn object_ctx<'a>(&self, d: &'a Doc, kind: &str) -> Ctx<'a> {
+        let meta = &d.doc.value["metadata"];
+        let name = meta["name"].as_str().unwrap_or("(unnamed)");
+        let ns = meta["namespace"]
+            .as_str()
+            .unwrap_or(&self.settings.default_namespace);
+        doc_ctx(d, Some(format!("{kind} {ns}/{name}")))
+    }
+
+    /// Check a document's metadata; its (namespace, name) when both are valid.
+    fn identity(&self, meta: &Metadata, ctx: &Ctx, diags: &mut Diags) -> Option<(String, String)> {
+        let Some(name) = meta.name.clone() else {
+            ctx.err(diags, &Path::parse("metadata"), "missing field `name`");
+            return None;
+        };
+        let name_ok = check_dns_label(&name, ctx, diags, &Path::parse("metadata.name"));
+        let ns = self.namespace(meta, ctx, diags);
+        check_labels(meta, ctx, diags, &Path::parse("metadata"));
+        match (ns, name_ok) {
+            (Some(ns), true) => Some((ns, name)),
+            _ => None,
+        }
+    }
+
     fn wukong(&mut self, d: &Doc, fleet: &mut Fleet, diags: &mut Diags) {
-        let name = d.doc.value["metadata"]["name"]
-            .as_str()
-            .unwrap_or("(unnamed)")
-            .to_owned();
-        let ns_hint = d.doc.value["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or(&self.settings.default_namespace)
-            .to_owned();
-        let ctx = doc_ctx(d, Some(format!("Wukong {ns_hint}/{name}")));
+        let ctx = self.object_ctx(d, "Wukong");
         let Some(w) = typed::<WukongDoc>(&d.doc.value, &ctx, diags) else {
             return;
         };
-        let Some(name) = w.metadata.name.clone() else {
-            ctx.err(diags, &Path::parse("metadata"), "missing field `name`");
+        let Some((ns, name)) = self.identity(&w.metadata, &ctx, diags) else {
             return;
         };
-        let name_ok = check_dns_label(&name, &ctx, diags, &Path::parse("metadata.name"));
-        let ns = self.namespace(&w.metadata, &ctx, diags);
-        check_labels(&w.metadata, &ctx, diags, &Path::parse("metadata"));
         let spec_ctx = Ctx {
             base: Path::parse("spec"),
             ..ctx.clone()
-        };
-        let (Some(ns), true) = (ns, name_ok) else {
-            return;
         };
         let origin = ctx.at(&Path::parse("metadata.name"));
         // Claim the name before checking the spec, so that a duplicate is reported even when
@@ -488,26 +500,11 @@ impl Resolver {
     }
 
     fn wukong_set(&mut self, d: &Doc, fleet: &mut Fleet, diags: &mut Diags) {
-        let name = d.doc.value["metadata"]["name"]
-            .as_str()
-            .unwrap_or("(unnamed)")
-            .to_owned();
-        let ns_hint = d.doc.value["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or(&self.settings.default_namespace)
-            .to_owned();
-        let ctx = doc_ctx(d, Some(format!("WukongSet {ns_hint}/{name}")));
+        let ctx = self.object_ctx(d, "WukongSet");
         let Some(s) = typed::<WukongSetDoc>(&d.doc.value, &ctx, diags) else {
             return;
         };
-        let Some(set_name) = s.metadata.name.clone() else {
-            ctx.err(diags, &Path::parse("metadata"), "missing field `name`");
-            return;
-        };
-        let name_ok = check_dns_label(&set_name, &ctx, diags, &Path::parse("metadata.name"));
-        let ns = self.namespace(&s.metadata, &ctx, diags);
-        check_labels(&s.metadata, &ctx, diags, &Path::parse("metadata"));
-        let (Some(ns), true) = (ns, name_ok) else {
+        let Some((ns, set_name)) = self.identity(&s.metadata, &ctx, diags) else {
             return;
         };
         let replicas = s.spec.replicas.0;
