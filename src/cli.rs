@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{fleet, render, schema, source};
+use crate::{fleet, render, schema, sim, source};
 
 /// Exit code: success (and, for `plan --detailed-exitcode`, no changes).
 pub const EXIT_OK: u8 = 0;
@@ -41,6 +41,15 @@ pub enum Command {
         #[arg(long, default_value = "local")]
         revision: String,
     },
+    /// Run the simulated KubeVirt cluster until Ctrl-C; prints its URL.
+    Sim {
+        /// Loopback address to serve on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Write a kubeconfig for the server to this file.
+        #[arg(long)]
+        kubeconfig_out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -64,6 +73,8 @@ pub enum Error {
     Fleet(#[from] fleet::Error),
     #[error(transparent)]
     Render(#[from] render::Error),
+    #[error(transparent)]
+    Sim(#[from] sim::Error),
     #[error("cannot load the API schemas: {0}")]
     SchemaLoad(#[from] schema::SchemaLoadError),
     #[error("rendered objects do not match the official schemas:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
@@ -138,6 +149,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 );
             }
         }),
+        Command::Sim {
+            listen,
+            kubeconfig_out,
+        } => sim::run_until_interrupted(listen, kubeconfig_out.as_deref(), |url| {
+            println!("{url}");
+        })
+        .map_err(Error::from),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

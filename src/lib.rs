@@ -19,4 +19,5 @@ pub mod identity;
 pub mod quantity;
 pub mod render;
 pub mod schema;
+pub mod sim;
 pub mod source;

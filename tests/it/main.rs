@@ -6,4 +6,5 @@ mod bad_input;
 mod cli;
 mod injection;
 mod render;
+mod sim;
 mod support;

@@ -1,0 +1,184 @@
+//! The simulated KubeVirt cluster (design §8): an HTTP server that speaks the Kubernetes REST API
+//! for the kinds Wukong manages, so tests, demos and kubectl run against it with no real cluster.
+//!
+//! [`resources`] is the table of served kinds; [`validation`], [`selector`] and [`store`] are
+//! the pure, synchronous object store; [`discovery`] the discovery documents; [`api`] the HTTP
+//! layer; this module the server's lifecycle (start on loopback, kubeconfig, shutdown). Nothing
+//! else in the crate depends on it except the CLI's `wukong sim`; it depends on nothing else in
+//! the crate.
+
+pub mod api;
+pub mod discovery;
+pub mod resources;
+pub mod selector;
+pub mod store;
+pub mod validation;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Name of the cluster, user and context in the written kubeconfig.
+pub const KUBECONFIG_NAME: &str = "wukong-sim";
+
+/// Errors of starting, running and stopping the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "refusing to listen on {0}: the simulator has no authentication, only loopback addresses are allowed"
+    )]
+    NotLoopback(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("the server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("cannot write the kubeconfig {}: {source}", path.display())]
+    WriteKubeconfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot wait for Ctrl-C: {0}")]
+    Signal(std::io::Error),
+}
+
+/// A running simulated cluster, serving plain HTTP on a loopback address.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<api::Shared>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Start serving on `addr` (port 0: any free port) with a fresh store. Must be called
+    /// inside a tokio runtime.
+    pub async fn start(addr: SocketAddr) -> Result<Self, Error> {
+        if !addr.ip().is_loopback() {
+            return Err(Error::NotLoopback(addr));
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
+        let (shutdown, stopped) = watch::channel(false);
+        let shared = Arc::new(api::Shared::new(
+            store::Store::starting_at(api::unix_now()),
+            addr.to_string(),
+            stopped.clone(),
+        ));
+        let app = api::router(Arc::clone(&shared));
+        let mut stop = stopped;
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    // Ends on a shutdown request or when the `Server` is dropped.
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "simulated cluster listening");
+        Ok(Self {
+            addr,
+            shared,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The shared state, for in-process access to the store.
+    pub fn shared(&self) -> &Arc<api::Shared> {
+        &self.shared
+    }
+
+    /// A kubeconfig for this server: one cluster, a user with a dummy token, one context
+    /// (namespace `default`) that is current.
+    pub fn kubeconfig(&self) -> String {
+        let n = KUBECONFIG_NAME;
+        format!(
+            "apiVersion: v1\n\
+             kind: Config\n\
+             clusters:\n\
+             - name: {n}\n  cluster:\n    server: {url}\n\
+             users:\n\
+             - name: {n}\n  user:\n    token: {n}\n\
+             contexts:\n\
+             - name: {n}\n  context:\n    cluster: {n}\n    user: {n}\n    namespace: default\n\
+             current-context: {n}\n\
+             preferences: {{}}\n",
+            url = self.url()
+        )
+    }
+
+    /// Write [`Server::kubeconfig`] to `path`.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
+        std::fs::write(path, self.kubeconfig()).map_err(|source| Error::WriteKubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Stop accepting connections, end open watches and wait for the server to finish.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.shutdown.send_replace(true);
+        self.task.await?.map_err(Error::Serve)?;
+        tracing::info!(addr = %self.addr, "simulated cluster stopped");
+        Ok(())
+    }
+}
+
+/// `wukong sim`: serve on `listen` until Ctrl-C, writing the kubeconfig to `kubeconfig_out` and
+/// handing the URL to `ready` once listening. Blocks; starts its own runtime.
+pub fn run_until_interrupted(
+    listen: SocketAddr,
+    kubeconfig_out: Option<&Path>,
+    ready: impl FnOnce(&str),
+) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async {
+        let server = Server::start(listen).await?;
+        if let Some(path) = kubeconfig_out {
+            server.write_kubeconfig(path)?;
+        }
+        // Poll the Ctrl-C listener once so it is installed before anyone learns the URL: an
+        // interrupt right after `ready` then stops the server cleanly instead of killing it.
+        let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+        let early = tokio::select! {
+            biased;
+            result = &mut ctrl_c => Some(result),
+            () = std::future::ready(()) => None,
+        };
+        ready(&server.url());
+        let interrupted = match early {
+            Some(result) => result,
+            None => ctrl_c.await,
+        }
+        .map_err(Error::Signal);
+        server.shutdown().await?;
+        interrupted
+    })
+}
