@@ -230,11 +230,11 @@ impl Quantity {
         let sign = if self.millis < 0 { "-" } else { "" };
         let magnitude = self.millis.unsigned_abs();
 
-        if self.format == Format::BinarySI && magnitude % 1000 == 0 {
+        if self.format == Format::BinarySI && magnitude.is_multiple_of(1000) {
             let units = magnitude / 1000;
             for &(suffix, shift) in BINARY_SUFFIXES.iter().rev() {
                 let base = 1u128 << shift;
-                if units % base == 0 {
+                if units.is_multiple_of(base) {
                     return format!("{sign}{}{suffix}", units / base);
                 }
             }
@@ -245,7 +245,7 @@ impl Quantity {
         let exponent_form = self.format == Format::DecimalExponent;
         let mut mantissa = magnitude;
         let mut unit_exp: i64 = -3;
-        while mantissa % 1000 == 0 && (exponent_form || unit_exp < 18) {
+        while mantissa.is_multiple_of(1000) && (exponent_form || unit_exp < 18) {
             mantissa /= 1000;
             unit_exp += 3;
         }

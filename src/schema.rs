@@ -331,12 +331,10 @@ fn referenced_definitions(schema: &Value, definitions: &Map<String, Value>) -> B
                     .get("$ref")
                     .and_then(Value::as_str)
                     .and_then(|reference| reference.strip_prefix("#/definitions/"))
+                    && let Some(target) = definitions.get(name)
+                    && seen.insert(name.to_owned())
                 {
-                    if let Some(target) = definitions.get(name) {
-                        if seen.insert(name.to_owned()) {
-                            pending.push(target);
-                        }
-                    }
+                    pending.push(target);
                 }
                 pending.extend(fields.values());
             }

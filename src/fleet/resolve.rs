@@ -307,10 +307,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 fn settings(f: &FleetDoc, ctx: &Ctx, diags: &mut Diags) -> Settings {
     let mut s = Settings::default();
-    if let Some(name) = &f.metadata.name {
-        if check_dns_label(name, ctx, diags, &Path::parse("metadata.name")) {
-            s.name = name.clone();
-        }
+    if let Some(name) = &f.metadata.name
+        && check_dns_label(name, ctx, diags, &Path::parse("metadata.name"))
+    {
+        s.name = name.clone();
     }
     let spec = &f.spec;
     for (i, ns) in spec.namespaces.iter().enumerate() {
@@ -579,8 +579,8 @@ impl Resolver {
                     origin.clone(),
                     &mut local,
                 );
-            } else if self.claim(&ns, &inst, &origin, &ctx, &mut local) {
-                if let Some(vm) = self.instance(
+            } else if self.claim(&ns, &inst, &origin, &ctx, &mut local)
+                && let Some(vm) = self.instance(
                     &s,
                     &ns,
                     &inst,
@@ -589,9 +589,9 @@ impl Resolver {
                     &ctx,
                     origin.clone(),
                     &mut local,
-                ) {
-                    fleet.vms.insert(ObjectRef::vm(&ns, &inst), vm);
-                }
+                )
+            {
+                fleet.vms.insert(ObjectRef::vm(&ns, &inst), vm);
             }
             for d in local.0 {
                 grouped
@@ -746,24 +746,24 @@ impl Resolver {
         }
         let min_cpu = policy.min_cpu.map(|c| c.0);
         let max_cpu = policy.max_cpu.map(|c| c.0);
-        if let Some(max) = max_cpu {
-            if max > MAX_VCPUS {
-                ctx.err(
-                    diags,
-                    &p("scalingPolicy.maxCPU"),
-                    format!("{max} is above the KubeVirt limit of {MAX_VCPUS} vCPUs"),
-                );
-            }
+        if let Some(max) = max_cpu
+            && max > MAX_VCPUS
+        {
+            ctx.err(
+                diags,
+                &p("scalingPolicy.maxCPU"),
+                format!("{max} is above the KubeVirt limit of {MAX_VCPUS} vCPUs"),
+            );
         }
         let cpu_bounds_ok = !matches!((min_cpu, max_cpu), (Some(a), Some(b)) if a > b);
-        if let (Some(min), Some(max)) = (min_cpu, max_cpu) {
-            if min > max {
-                ctx.err(
-                    diags,
-                    &p("scalingPolicy.minCPU"),
-                    format!("{min} is above scalingPolicy.maxCPU ({max})"),
-                );
-            }
+        if let (Some(min), Some(max)) = (min_cpu, max_cpu)
+            && min > max
+        {
+            ctx.err(
+                diags,
+                &p("scalingPolicy.minCPU"),
+                format!("{min} is above scalingPolicy.maxCPU ({max})"),
+            );
         }
         if let Some(min) = min_cpu.filter(|m| cpu_bounds_ok && cpu < *m) {
             ctx.err(
@@ -797,14 +797,14 @@ impl Resolver {
             whole_bytes(q, ctx, diags, &p("scalingPolicy.maxMemory"));
         }
         let memory_bounds_ok = !matches!((&min_memory, &max_memory), (Some(a), Some(b)) if a > b);
-        if let (Some(min), Some(max)) = (&min_memory, &max_memory) {
-            if min > max {
-                ctx.err(
-                    diags,
-                    &p("scalingPolicy.minMemory"),
-                    format!("{min} is above scalingPolicy.maxMemory ({max})"),
-                );
-            }
+        if let (Some(min), Some(max)) = (&min_memory, &max_memory)
+            && min > max
+        {
+            ctx.err(
+                diags,
+                &p("scalingPolicy.minMemory"),
+                format!("{min} is above scalingPolicy.maxMemory ({max})"),
+            );
         }
         if let Some(min) = min_memory.filter(|m| memory_bounds_ok && memory < *m) {
             ctx.err(
@@ -830,14 +830,15 @@ impl Resolver {
             } else if mem_bytes.is_some() && !memory.is_multiple_of(HOTPLUG_ALIGNMENT) {
                 ctx.err(diags, &p("memory"), format!("{memory} is not a multiple of 2Mi, which memory hot-plug requires (scalingPolicy.enableHotPlug)"));
             }
-            if let Some(max) = &max_memory {
-                if max.as_u64().is_some() && !max.is_multiple_of(HOTPLUG_ALIGNMENT) {
-                    ctx.err(
-                        diags,
-                        &p("scalingPolicy.maxMemory"),
-                        format!("{max} is not a multiple of 2Mi, which memory hot-plug requires"),
-                    );
-                }
+            if let Some(max) = &max_memory
+                && max.as_u64().is_some()
+                && !max.is_multiple_of(HOTPLUG_ALIGNMENT)
+            {
+                ctx.err(
+                    diags,
+                    &p("scalingPolicy.maxMemory"),
+                    format!("{max} is not a multiple of 2Mi, which memory hot-plug requires"),
+                );
             }
         }
         let (max_sockets, max_guest) = if hot_plug {
@@ -943,16 +944,15 @@ impl Resolver {
                     DiskSource::Blank
                 }
             };
-            if let DiskSource::Registry(u) | DiskSource::Http(u) = &source {
-                if u.contains(char::is_whitespace)
-                    || u.split("://").nth(1).is_none_or(str::is_empty)
-                {
-                    ctx.err(
-                        diags,
-                        &at.key("image"),
-                        format!("`{u}` is not a valid image reference"),
-                    );
-                }
+            if let DiskSource::Registry(u) | DiskSource::Http(u) = &source
+                && (u.contains(char::is_whitespace)
+                    || u.split("://").nth(1).is_none_or(str::is_empty))
+            {
+                ctx.err(
+                    diags,
+                    &at.key("image"),
+                    format!("`{u}` is not a valid image reference"),
+                );
             }
             let storage_class = d
                 .storage_class
@@ -1004,17 +1004,17 @@ impl Resolver {
                 "a VM can have only one primary network",
             );
         }
-        if let (Some(pod), Some(prim)) = (pods.first(), primaries.first()) {
-            if pod != prim {
-                ctx.err(
-                    diags,
-                    &at(*prim).key("primary"),
-                    format!(
-                        "the VM already has the pod network `{}` as its primary network",
-                        nets[*pod].name
-                    ),
-                );
-            }
+        if let (Some(pod), Some(prim)) = (pods.first(), primaries.first())
+            && pod != prim
+        {
+            ctx.err(
+                diags,
+                &at(*prim).key("primary"),
+                format!(
+                    "the VM already has the pod network `{}` as its primary network",
+                    nets[*pod].name
+                ),
+            );
         }
         let mut out = Vec::new();
         if pods.is_empty() && primaries.is_empty() {
@@ -1137,19 +1137,19 @@ impl Resolver {
             }
             return Attachment::Pod;
         }
-        if let Some(v) = n.vlan_id {
-            if !(1..=4094).contains(&v.0) {
-                ctx.err(
-                    diags,
-                    &p.key("vlanId"),
-                    format!("{} is not a VLAN id (1-4094)", v.0),
-                );
-            }
+        if let Some(v) = n.vlan_id
+            && !(1..=4094).contains(&v.0)
+        {
+            ctx.err(
+                diags,
+                &p.key("vlanId"),
+                format!("{} is not a VLAN id (1-4094)", v.0),
+            );
         }
-        if let Some(m) = n.mtu {
-            if !(576..=9216).contains(&m.0) {
-                ctx.err(diags, &p.key("mtu"), format!("{} is outside 576-9216", m.0));
-            }
+        if let Some(m) = n.mtu
+            && !(576..=9216).contains(&m.0)
+        {
+            ctx.err(diags, &p.key("mtu"), format!("{} is outside 576-9216", m.0));
         }
         if let Some(nad) = &n.nad_name {
             for field in ["bridge", "master", "vlanId", "resourceName", "mtu"] {

@@ -271,10 +271,10 @@ impl Recorder {
                 None => {
                     // This node is a key. yaml-rust2 marks a block mapping where it sees the
                     // first `:`; the mapping really starts at its first key.
-                    if let Some(n) = doc.nodes.get_mut(path) {
-                        if pos < n.value {
-                            n.value = pos;
-                        }
+                    if let Some(n) = doc.nodes.get_mut(path)
+                        && pos < n.value
+                    {
+                        n.value = pos;
                     }
                     if let Some(text) = is_scalar_text {
                         *key = Some((text.to_owned(), pos));

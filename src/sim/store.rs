@@ -712,10 +712,10 @@ impl Store {
     }
 
     fn record(&mut self, change: Change) {
-        if self.log.len() == CHANGE_LOG_CAPACITY {
-            if let Some(dropped) = self.log.pop_front() {
-                self.compacted = dropped.revision;
-            }
+        if self.log.len() == CHANGE_LOG_CAPACITY
+            && let Some(dropped) = self.log.pop_front()
+        {
+            self.compacted = dropped.revision;
         }
         self.log.push_back(change);
     }
@@ -879,14 +879,14 @@ fn validate_metadata(
                             message: format!("Invalid value: \"{k}\": {m}"),
                         });
                     }
-                    if field == "labels" {
-                        if let Err(m) = validate_label_value(v) {
-                            causes.push(Cause {
-                                reason: "FieldValueInvalid",
-                                field: "metadata.labels".into(),
-                                message: format!("Invalid value: \"{v}\": {m}"),
-                            });
-                        }
+                    if field == "labels"
+                        && let Err(m) = validate_label_value(v)
+                    {
+                        causes.push(Cause {
+                            reason: "FieldValueInvalid",
+                            field: "metadata.labels".into(),
+                            message: format!("Invalid value: \"{v}\": {m}"),
+                        });
                     }
                 }
             }
@@ -946,7 +946,7 @@ fn encode_continue(rv: u64, namespace: &str, name: &str) -> String {
 
 fn decode_continue(token: &str) -> Result<(u64, String, String), Error> {
     let bad = || Error::BadRequest(format!("continue key is not valid: {token}"));
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes: Vec<u8> = (0..token.len())
