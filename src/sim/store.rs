@@ -992,6 +992,17 @@ pub fn rfc3339(unix_seconds: i64) -> String {
 mod tests {
     use super::*;
 
+    fn create_namespace(store: &mut Store, name: &str) {
+        store
+            .create(
+                resources::namespaces(),
+                "",
+                json!({"metadata": {"name": name}}),
+                false,
+            )
+            .unwrap();
+    }
+
     fn vm_def() -> &'static ResourceDef {
         resources::find("kubevirt.io", "v1", "virtualmachines").unwrap()
     }
@@ -1130,14 +1141,7 @@ mod tests {
     #[test]
     fn list_with_selectors_and_pages() {
         let mut store = Store::new();
-        store
-            .create(
-                resources::namespaces(),
-                "",
-                json!({"metadata": {"name": "web"}}),
-                false,
-            )
-            .unwrap();
+        create_namespace(&mut store, "web");
         for (ns, name, app) in [
             ("default", "a", "web"),
             ("web", "b", "web"),
@@ -1454,14 +1458,7 @@ mod tests {
     #[test]
     fn delete_with_preconditions_and_namespace_cascade() {
         let mut store = Store::new();
-        store
-            .create(
-                resources::namespaces(),
-                "",
-                json!({"metadata": {"name": "web"}}),
-                false,
-            )
-            .unwrap();
+        create_namespace(&mut store, "web");
         let created = store
             .create(vm_def(), "web", vm("vm1", json!({})), false)
             .unwrap();
