@@ -58,12 +58,6 @@ pub enum Format {
     Json,
 }
 
-/// Everything `validate` and `render` need from a fleet directory.
-pub struct Loaded {
-    pub fleet: fleet::Fleet,
-    pub templates: render::Templates,
-}
-
 /// Errors at the command-line edge.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -85,7 +79,7 @@ pub enum Error {
 pub fn load_and_render(
     path: &Path,
     revision: &str,
-) -> Result<(Loaded, Vec<render::Rendered>), Error> {
+) -> Result<(fleet::Fleet, Vec<render::Rendered>), Error> {
     let files = source::read_fleet(path)?;
     let fleet = fleet::load(&files)?;
     let root = if path.is_dir() {
@@ -97,7 +91,7 @@ pub fn load_and_render(
     let templates = render::Templates::with_overrides(&overrides)?;
     let objects = render::render(&fleet, &templates, revision)?;
     check_schemas(&objects)?;
-    Ok((Loaded { fleet, templates }, objects))
+    Ok((fleet, objects))
 }
 
 fn check_schemas(objects: &[render::Rendered]) -> Result<(), Error> {
@@ -116,8 +110,7 @@ fn check_schemas(objects: &[render::Rendered]) -> Result<(), Error> {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Validate { path } => load_and_render(&path, "local").map(|(loaded, objects)| {
-            let f = &loaded.fleet;
+        Command::Validate { path } => load_and_render(&path, "local").map(|(f, objects)| {
             eprintln!(
                 "{}: valid ({} VMs, {} sets, {} objects rendered{})",
                 path.display(),

@@ -1251,7 +1251,7 @@ impl Resolver {
                 let key = res.rsplit('/').next().unwrap_or(&res).to_owned();
                 ("sriov", key, c, Some(res))
             }
-            NetworkType::Pod => unreachable_pod(),
+            NetworkType::Pod => return Attachment::Pod,
         };
         if let Some(m) = mtu {
             config["mtu"] = m.into();
@@ -1272,11 +1272,6 @@ impl Resolver {
             resource_name,
         })
     }
-}
-
-/// The pod case returns before the match; kept total without panicking.
-fn unreachable_pod() -> (&'static str, String, serde_json::Value, Option<String>) {
-    ("pod", String::new(), serde_json::Value::Null, None)
 }
 
 /// Name of a generated NetworkAttachmentDefinition: readable, derived only from the settings
