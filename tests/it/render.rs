@@ -198,3 +198,38 @@ fn different_sriov_pools_never_share_a_network_attachment_definition() {
     let pools: std::collections::BTreeSet<&str> = nads.iter().map(|n| n.1).collect();
     assert_eq!(pools, ["amd.com/sriov_a", "intel.com/sriov_a"].into());
 }
+
+#[test]
+fn the_fleet_settings_choose_the_template_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.yaml"),
+        "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Fleet\nmetadata: {name: f}\nspec: {templates: custom/tpl}\n---\napiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata: {name: a}\nspec: {}\n",
+    )
+    .unwrap();
+    let builtin = include_str!("../../templates/virtualmachine.yaml.hbs");
+    let custom = builtin.replace(
+        "      domain:\n",
+        "      evictionStrategy: LiveMigrate\n      domain:\n",
+    );
+    // the default directory is ignored when the fleet names another
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/virtualmachine.yaml.hbs"),
+        "broken {{",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("custom/tpl")).unwrap();
+    std::fs::write(
+        dir.path().join("custom/tpl/virtualmachine.yaml.hbs"),
+        custom,
+    )
+    .unwrap();
+    let out = support::wukong(&["render", "."], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("evictionStrategy: LiveMigrate"));
+}
