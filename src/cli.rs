@@ -6,12 +6,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::live::{self, LiveState};
+use crate::plan::{self, output};
 use crate::{fleet, render, schema, sim, source};
 
 /// Exit code: success (and, for `plan --detailed-exitcode`, no changes).
 pub const EXIT_OK: u8 = 0;
 /// Exit code: invalid input or an operation failed.
 pub const EXIT_ERROR: u8 = 1;
+/// Exit code of `plan --detailed-exitcode` when the plan has steps.
+pub const EXIT_CHANGES: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +45,38 @@ pub enum Command {
         #[arg(long, default_value = "local")]
         revision: String,
     },
+    /// Show what it takes to bring the cluster to the fleet: every step, its class and why.
+    Plan {
+        /// Fleet directory (or a single YAML file).
+        path: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Plan against a snapshot saved by `wukong snapshot` instead of a cluster.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["kubeconfig", "context"])]
+        live: Option<PathBuf>,
+        #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+        output: PlanFormat,
+        /// Revision recorded on the objects the plan writes.
+        #[arg(long, default_value = "local")]
+        revision: String,
+        /// Exit 0 when there is nothing to do, 2 when the plan has steps, 1 on errors.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Also save the whole plan (steps, manifests to write, the live versions it was
+        /// computed from) as JSON.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Save the live state the fleet's plan depends on, for `plan --live` without a cluster.
+    Snapshot {
+        /// Fleet directory (its namespaces scope what is read).
+        path: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// File to write.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Run the simulated KubeVirt cluster until Ctrl-C; prints its URL.
     Sim {
         /// Loopback address to serve on (port 0: any free port).
@@ -58,6 +94,34 @@ pub enum Format {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// Where the cluster is: kubeconfig and context, else `KUBECONFIG`, `~/.kube/config` or the
+/// in-cluster service account.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster credentials).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+impl ClusterArgs {
+    fn connection(&self) -> live::read::Connection {
+        live::read::Connection {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
+    }
+}
+
 /// Errors at the command-line edge.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,6 +135,22 @@ pub enum Error {
     Sim(#[from] sim::Error),
     #[error("cannot load the API schemas: {0}")]
     SchemaLoad(#[from] schema::SchemaLoadError),
+    #[error(transparent)]
+    Live(#[from] live::Error),
+    #[error(transparent)]
+    Cluster(#[from] live::read::Error),
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("rendered objects do not match the official schemas:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Schema(Vec<schema::SchemaError>),
 }
@@ -107,9 +187,121 @@ fn check_schemas(objects: &[render::Rendered]) -> Result<(), Error> {
     }
 }
 
+/// The namespaces a fleet reads: its allowlist, or all of them.
+fn scope(fleet: &fleet::Fleet) -> live::read::Scope {
+    if fleet.settings.namespaces.is_empty() {
+        live::read::Scope::All
+    } else {
+        live::read::Scope::Namespaces(fleet.settings.namespaces.iter().cloned().collect())
+    }
+}
+
+/// Read live state from the cluster `args` point at.
+pub fn read_cluster(args: &ClusterArgs, fleet: &fleet::Fleet) -> Result<LiveState, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async {
+        let client = args.connection().client().await?;
+        Ok(live::read::read(&client, &scope(fleet)).await?)
+    })
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|source| Error::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+struct PlanArgs {
+    path: PathBuf,
+    cluster: ClusterArgs,
+    live: Option<PathBuf>,
+    output: PlanFormat,
+    revision: String,
+    detailed_exitcode: bool,
+    out: Option<PathBuf>,
+}
+
+fn run_plan(a: PlanArgs) -> Result<u8, Error> {
+    let (fleet, objects) = load_and_render(&a.path, &a.revision)?;
+    let live = match &a.live {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
+                path: file.clone(),
+                source,
+            })?;
+            LiveState::from_snapshot(&file.display().to_string(), &text)?
+        }
+        None => read_cluster(&a.cluster, &fleet)?,
+    };
+    let plan = plan::plan(&fleet, &objects, &live, &a.revision);
+    if let Some(out) = &a.out {
+        let text = serde_json::to_string_pretty(&plan).unwrap_or_default();
+        write_file(out, &text)?;
+    }
+    match a.output {
+        PlanFormat::Text => {
+            use std::io::IsTerminal;
+            print!("{}", output::text(&plan, std::io::stdout().is_terminal()));
+        }
+        PlanFormat::Markdown => print!("{}", output::markdown(&plan)),
+        PlanFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&output::json(&plan)).unwrap_or_default()
+        ),
+    }
+    Ok(if a.detailed_exitcode && !plan.steps.is_empty() {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    })
+}
+
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Plan {
+            path,
+            cluster,
+            live,
+            output,
+            revision,
+            detailed_exitcode,
+            out,
+        } => {
+            return match run_plan(PlanArgs {
+                path,
+                cluster,
+                live,
+                output,
+                revision,
+                detailed_exitcode,
+                out,
+            }) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            };
+        }
+        Command::Snapshot { path, cluster, out } => load_and_render(&path, "local")
+            .and_then(|(fleet, _)| read_cluster(&cluster, &fleet))
+            .and_then(|live| {
+                let text = serde_json::to_string_pretty(&live.to_snapshot()).unwrap_or_default();
+                write_file(&out, &text)?;
+                eprintln!(
+                    "{}: {} VMs and network attachments, {} instances, {} PVCs",
+                    out.display(),
+                    live.objects.len(),
+                    live.vmis.len(),
+                    live.pvcs.len()
+                );
+                Ok(())
+            }),
         Command::Validate { path } => load_and_render(&path, "local").map(|(f, objects)| {
             eprintln!(
                 "{}: valid ({} VMs, {} sets, {} objects rendered{})",

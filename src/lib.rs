@@ -16,6 +16,8 @@
 pub mod cli;
 pub mod fleet;
 pub mod identity;
+pub mod live;
+pub mod plan;
 pub mod quantity;
 pub mod render;
 pub mod schema;

@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod injection;
+mod plan;
 mod render;
 mod sim;
 mod support;

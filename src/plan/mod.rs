@@ -1,0 +1,582 @@
+//! The plan (design §5): a pure, deterministic function from the desired objects, the live
+//! state and the fleet's settings to an ordered list of steps. No I/O, no clock: the same inputs
+//! give the same plan, byte for byte, so plans are snapshot-tested.
+//!
+//! [`shape`] reads VMs into comparable parts, [`cluster`] holds the live pre-checks, [`vm`]
+//! classifies one VM's changes, [`output`] prints plans. This module pairs desired and live
+//! objects by identity, handles sets (rollout batches, scale-down), pruning and NADs, and
+//! orders everything. It depends on `fleet`, `render`'s output type and `live`'s data, never
+//! on a client.
+
+pub mod cluster;
+pub mod converge;
+pub mod output;
+pub mod shape;
+pub mod vm;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::fleet::{Fleet, SetStrategy};
+use crate::identity::{ANNOTATION_REVISION, Kind, LABEL_INDEX, LABEL_SET, ObjectRef};
+use crate::live::{LiveState, label, owned_by, str_at};
+use crate::render::Rendered;
+
+/// What a step changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Change {
+    Create,
+    Cpu,
+    Memory,
+    Disk,
+    NicAttach,
+    NicDetach,
+    /// An existing interface's binding, MAC or network changes.
+    NicChange,
+    /// Anything else in the VM: labels and annotations (live), or other template fields
+    /// such as cloud-init data (restart).
+    Update,
+    Suspend,
+    Resume,
+    Start,
+    Stop,
+    Restart,
+    Delete,
+    NadCreate,
+    NadUpdate,
+    NadDelete,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Create => "create",
+            Change::Cpu => "cpu",
+            Change::Memory => "memory",
+            Change::Disk => "disk",
+            Change::NicAttach => "nic-attach",
+            Change::NicDetach => "nic-detach",
+            Change::NicChange => "nic-change",
+            Change::Update => "update",
+            Change::Suspend => "suspend",
+            Change::Resume => "resume",
+            Change::Start => "start",
+            Change::Stop => "stop",
+            Change::Restart => "restart",
+            Change::Delete => "delete",
+            Change::NadCreate => "nad-create",
+            Change::NadUpdate => "nad-update",
+            Change::NadDelete => "nad-delete",
+        }
+    }
+}
+
+/// How a change will happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    Create,
+    /// Applied to the running VM without restarting it.
+    Live,
+    /// Applied by the VM's one restart in this plan.
+    Restart,
+    /// Never applied: it would lose data or break the VM's primary network.
+    Refused,
+    /// Needs a restart the fleet does not allow.
+    Blocked,
+    Delete,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Create => "create",
+            Class::Live => "live",
+            Class::Restart => "restart",
+            Class::Refused => "refused",
+            Class::Blocked => "blocked",
+            Class::Delete => "delete",
+        }
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// The VM (or NetworkAttachmentDefinition) the step acts on.
+    pub target: ObjectRef,
+    pub change: Change,
+    pub class: Class,
+    /// The disk or interface the step is about.
+    pub item: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: String,
+    /// Rollout batch within a WukongSet (restarts respect maxUnavailable).
+    pub batch: Option<u32>,
+}
+
+impl Step {
+    fn new(target: &ObjectRef, change: Change, class: Class, reason: impl Into<String>) -> Step {
+        Step {
+            target: target.clone(),
+            change,
+            class,
+            item: None,
+            from: None,
+            to: None,
+            reason: reason.into(),
+            batch: None,
+        }
+    }
+
+    fn item(mut self, item: impl Into<String>) -> Step {
+        self.item = Some(item.into());
+        self
+    }
+
+    fn values(mut self, from: Option<String>, to: Option<String>) -> Step {
+        self.from = from;
+        self.to = to;
+        self
+    }
+
+    /// Whether carrying out this step touches the cluster.
+    pub fn acts(&self) -> bool {
+        !matches!(self.class, Class::Refused | Class::Blocked)
+    }
+}
+
+/// Step counts by class. `restart` counts VMs restarted (one restart carries all of a VM's
+/// restart-class changes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub live: usize,
+    pub restart: usize,
+    pub refused: usize,
+    pub blocked: usize,
+    pub delete: usize,
+}
+
+impl Summary {
+    pub fn of(steps: &[Step]) -> Summary {
+        let mut s = Summary::default();
+        for step in steps {
+            match step.class {
+                Class::Create => s.create += 1,
+                Class::Live => s.live += 1,
+                Class::Restart if step.change == Change::Restart => s.restart += 1,
+                Class::Restart => {}
+                Class::Refused => s.refused += 1,
+                Class::Blocked => s.blocked += 1,
+                Class::Delete => s.delete += 1,
+            }
+        }
+        s
+    }
+}
+
+/// A computed plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub fleet: String,
+    pub revision: String,
+    pub steps: Vec<Step>,
+    /// The objects to write, exactly (blocked and refused changes already taken out): what
+    /// the executor applies.
+    pub writes: BTreeMap<ObjectRef, Value>,
+    /// The live objects the plan changes, normalised (for diffs).
+    pub before: BTreeMap<ObjectRef, Value>,
+    /// `resourceVersion`s of the live objects the plan was computed from, by `kind/ns/name`:
+    /// a saved plan is stale once any of them changed.
+    pub basis: BTreeMap<String, String>,
+    /// Things worth knowing that are not steps (VMs not pruned, assumptions made).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.steps)
+    }
+
+    /// Whether applying the plan would change anything.
+    pub fn has_changes(&self) -> bool {
+        self.steps.iter().any(Step::acts)
+    }
+}
+
+/// Compute the plan that takes `live` to the fleet's `desired` objects.
+pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &str) -> Plan {
+    let kv = cluster::KubeVirtConfig::of(live);
+    let mut plan = Plan {
+        fleet: fleet.settings.name.clone(),
+        revision: revision.to_owned(),
+        steps: Vec::new(),
+        writes: BTreeMap::new(),
+        before: BTreeMap::new(),
+        basis: BTreeMap::new(),
+        notes: Vec::new(),
+    };
+    if !kv.known {
+        plan.notes.push(
+            "the KubeVirt CR could not be read: KubeVirt's defaults are assumed (LiveUpdate, no workload update methods), so CPU and memory changes are planned as restarts".into(),
+        );
+    }
+    let desired_by_id: BTreeMap<&ObjectRef, &Value> =
+        desired.iter().map(|r| (&r.id, &r.manifest)).collect();
+
+    // NADs first: VMs reference them.
+    let nad_steps = plan_nads(fleet, &desired_by_id, live, &mut plan);
+
+    // Every desired VM.
+    let mut vm_plans: BTreeMap<ObjectRef, vm::VmPlan> = BTreeMap::new();
+    for (id, fvm) in &fleet.vms {
+        let Some(manifest) = desired_by_id.get(id) else {
+            continue;
+        };
+        let live_vm = live.objects.get(id);
+        if let Some(l) = live_vm {
+            record_basis(&mut plan.basis, "VirtualMachine", l);
+            if !owned_by(l, &fleet.settings.name) {
+                vm_plans.insert(
+                    id.clone(),
+                    vm::VmPlan::refused(Step::new(
+                        id,
+                        Change::Create,
+                        Class::Refused,
+                        format!(
+                            "{id} exists and is not managed by fleet `{}`; Wukong never touches objects it does not own",
+                            fleet.settings.name
+                        ),
+                    )),
+                );
+                continue;
+            }
+        }
+        let p = vm::plan_vm(&vm::VmInput {
+            id,
+            vm: fvm,
+            desired: manifest,
+            live_vm,
+            live,
+            kv: &kv,
+        });
+        for disk in &fvm.spec.disks {
+            if let Some(pvc) = live.pvc(&fvm.namespace, &disk.volume_name) {
+                record_basis(&mut plan.basis, "PersistentVolumeClaim", pvc);
+            }
+        }
+        vm_plans.insert(id.clone(), p);
+    }
+
+    assign_batches(fleet, &mut vm_plans);
+
+    // Creations, then changes, VM by VM; within a set, batch by batch.
+    let mut ordered: Vec<(&ObjectRef, &vm::VmPlan)> = vm_plans.iter().collect();
+    ordered.sort_by_key(|(id, p)| {
+        let created = p.steps.first().is_some_and(|s| s.change == Change::Create);
+        (!created, p.steps.first().and_then(|s| s.batch), *id)
+    });
+    plan.steps.extend(nad_steps.creates);
+    for (id, p) in ordered {
+        plan.steps.extend(p.steps.iter().cloned());
+        if let Some(w) = &p.write {
+            let mut w = w.clone();
+            set_revision(&mut w, revision);
+            plan.writes.insert(id.clone(), w);
+        }
+        if let Some(b) = &p.before {
+            plan.before.insert(id.clone(), b.clone());
+        }
+    }
+
+    // Deletes: scale-downs (highest index first), then pruned VMs; NAD garbage last.
+    let deleted = plan_deletes(fleet, &desired_by_id, live, &mut plan);
+    plan_nad_gc(fleet, &desired_by_id, live, &deleted, &mut plan);
+    plan
+}
+
+fn record_basis(basis: &mut BTreeMap<String, String>, kind: &str, object: &Value) {
+    if let (Some(ns), Some(name), Some(rv)) = (
+        str_at(object, &["metadata", "namespace"]),
+        str_at(object, &["metadata", "name"]),
+        str_at(object, &["metadata", "resourceVersion"]),
+    ) {
+        basis.insert(format!("{kind}/{ns}/{name}"), rv.to_owned());
+    }
+}
+
+fn set_revision(object: &mut Value, revision: &str) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(ANNOTATION_REVISION.into(), revision.into());
+        }
+    }
+}
+
+/// Restarts within a set go in batches of `maxUnavailable` (all at once for Recreate).
+fn assign_batches(fleet: &Fleet, vm_plans: &mut BTreeMap<ObjectRef, vm::VmPlan>) {
+    for (set_id, set) in &fleet.sets {
+        let per_batch = match set.strategy {
+            SetStrategy::RollingUpdate {
+                max_unavailable, ..
+            } => max_unavailable.max(1),
+            SetStrategy::Recreate => u32::MAX,
+        };
+        let mut restarting: Vec<(u32, &ObjectRef)> = fleet
+            .vms
+            .iter()
+            .filter_map(|(id, v)| {
+                let member = v.set.as_ref()?;
+                (member.set == set_id.name && v.namespace == set_id.namespace)
+                    .then_some((member.index, id))
+            })
+            .filter(|(_, id)| vm_plans.get(*id).is_some_and(|p| p.restarts()))
+            .collect();
+        restarting.sort();
+        for (position, (_, id)) in restarting.into_iter().enumerate() {
+            let batch = u32::try_from(position).unwrap_or(u32::MAX) / per_batch;
+            if let Some(p) = vm_plans.get_mut(id) {
+                for s in &mut p.steps {
+                    s.batch = Some(batch);
+                }
+            }
+        }
+    }
+}
+
+struct NadSteps {
+    creates: Vec<Step>,
+}
+
+fn nad_config(nad: &Value) -> Option<&str> {
+    str_at(nad, &["spec", "config"])
+}
+
+fn plan_nads(
+    fleet: &Fleet,
+    desired: &BTreeMap<&ObjectRef, &Value>,
+    live: &LiveState,
+    plan: &mut Plan,
+) -> NadSteps {
+    let mut creates = Vec::new();
+    for (id, manifest) in desired
+        .iter()
+        .filter(|(id, _)| id.kind == Kind::NetworkAttachmentDefinition)
+    {
+        match live.objects.get(*id) {
+            None => {
+                creates.push(Step::new(
+                    id,
+                    Change::NadCreate,
+                    Class::Create,
+                    "generated network attachment; created before the VMs that use it",
+                ));
+                plan.writes.insert((*id).clone(), (*manifest).clone());
+            }
+            Some(l) if !owned_by(l, &fleet.settings.name) => {
+                record_basis(&mut plan.basis, "NetworkAttachmentDefinition", l);
+                if nad_config(l) == nad_config(manifest) {
+                    plan.notes.push(format!(
+                        "{id} exists unmanaged with the same configuration; it is used as is"
+                    ));
+                } else {
+                    creates.push(Step::new(
+                        id,
+                        Change::NadCreate,
+                        Class::Refused,
+                        format!(
+                            "{id} exists with a different configuration and is not managed by fleet `{}`",
+                            fleet.settings.name
+                        ),
+                    ));
+                }
+            }
+            Some(l) => {
+                record_basis(&mut plan.basis, "NetworkAttachmentDefinition", l);
+                let same = nad_config(l) == nad_config(manifest)
+                    && l.pointer("/metadata/labels") == manifest.pointer("/metadata/labels")
+                    && resource_name(l) == resource_name(manifest);
+                if !same {
+                    creates.push(
+                        Step::new(
+                            id,
+                            Change::NadUpdate,
+                            Class::Live,
+                            "running VMs keep their current attachment until they restart",
+                        )
+                        .values(
+                            nad_config(l).map(str::to_owned),
+                            nad_config(manifest).map(str::to_owned),
+                        ),
+                    );
+                    let mut w = (*manifest).clone();
+                    set_revision(&mut w, &plan.revision);
+                    plan.writes.insert((*id).clone(), w);
+                }
+            }
+        }
+    }
+    NadSteps { creates }
+}
+
+fn resource_name(nad: &Value) -> Option<&str> {
+    nad.pointer("/metadata/annotations")
+        .and_then(|a| a.get("k8s.v1.cni.cncf.io/resourceName"))
+        .and_then(Value::as_str)
+}
+
+/// Owned VMs that the fleet no longer declares. Returns the VMs deleted by the plan.
+fn plan_deletes(
+    fleet: &Fleet,
+    desired: &BTreeMap<&ObjectRef, &Value>,
+    live: &LiveState,
+    plan: &mut Plan,
+) -> BTreeSet<ObjectRef> {
+    let name = &fleet.settings.name;
+    let disks_note = |vm: &Value| {
+        let volumes: Vec<&str> = vm
+            .pointer("/spec/dataVolumeTemplates")
+            .and_then(Value::as_array)
+            .map(|t| {
+                t.iter()
+                    .filter_map(|t| str_at(t, &["metadata", "name"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match (volumes.is_empty(), fleet.settings.prune_disks) {
+            (true, _) => String::new(),
+            (false, true) => format!(
+                "; its disks ({}) are deleted too (pruneDisks)",
+                volumes.join(", ")
+            ),
+            (false, false) => format!(
+                "; its disks ({}) are kept (set pruneDisks to delete them)",
+                volumes.join(", ")
+            ),
+        }
+    };
+    let mut scale_downs: Vec<(String, String, u32, ObjectRef, String)> = Vec::new();
+    let mut removed: Vec<(ObjectRef, String)> = Vec::new();
+    for (id, object) in &live.objects {
+        if id.kind != Kind::VirtualMachine || desired.contains_key(id) || !owned_by(object, name) {
+            continue;
+        }
+        let set = label(object, LABEL_SET).and_then(|s| {
+            fleet
+                .sets
+                .get(&ObjectRef::new(Kind::VirtualMachine, &id.namespace, s))
+                .map(|set| (s, set))
+        });
+        match set {
+            Some((set_name, set)) => {
+                let index = label(object, LABEL_INDEX)
+                    .and_then(|i| i.parse::<u32>().ok())
+                    .unwrap_or(u32::MAX);
+                scale_downs.push((
+                    id.namespace.clone(),
+                    set_name.to_owned(),
+                    index,
+                    id.clone(),
+                    format!(
+                        "set {set_name} is scaled to {} replicas; the highest indices go first{}",
+                        set.replicas,
+                        disks_note(object)
+                    ),
+                ));
+            }
+            None if fleet.settings.prune => removed.push((
+                id.clone(),
+                format!(
+                    "removed from the fleet and pruning is on{}",
+                    disks_note(object)
+                ),
+            )),
+            None => plan.notes.push(format!(
+                "{id} is no longer in the fleet; it is kept because pruning is off"
+            )),
+        }
+    }
+    // Highest index first within each set.
+    scale_downs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)).then(b.2.cmp(&a.2)));
+    let mut deleted = BTreeSet::new();
+    for (_, _, _, id, reason) in scale_downs {
+        plan.steps
+            .push(Step::new(&id, Change::Delete, Class::Delete, reason));
+        deleted.insert(id);
+    }
+    for (id, reason) in removed {
+        plan.steps
+            .push(Step::new(&id, Change::Delete, Class::Delete, reason));
+        deleted.insert(id);
+    }
+    for id in &deleted {
+        if let Some(object) = live.objects.get(id) {
+            record_basis(&mut plan.basis, "VirtualMachine", object);
+            plan.before.insert(id.clone(), shape::normalize_vm(object));
+        }
+    }
+    deleted
+}
+
+/// Generated NADs no desired VM uses any more are deleted last, and only when no VM left in
+/// the cluster still refers to them (a NAD shared with others is never deleted).
+fn plan_nad_gc(
+    fleet: &Fleet,
+    desired: &BTreeMap<&ObjectRef, &Value>,
+    live: &LiveState,
+    deleted: &BTreeSet<ObjectRef>,
+    plan: &mut Plan,
+) {
+    for (id, object) in &live.objects {
+        if id.kind != Kind::NetworkAttachmentDefinition
+            || desired.contains_key(id)
+            || !owned_by(object, &fleet.settings.name)
+        {
+            continue;
+        }
+        let users: Vec<String> = live
+            .objects
+            .iter()
+            .filter(|(vid, _)| vid.kind == Kind::VirtualMachine && !deleted.contains(*vid))
+            .filter(|(vid, vm)| references(vm, &vid.namespace, id))
+            .map(|(vid, _)| vid.to_string())
+            .collect();
+        if users.is_empty() {
+            record_basis(&mut plan.basis, "NetworkAttachmentDefinition", object);
+            plan.steps.push(Step::new(
+                id,
+                Change::NadDelete,
+                Class::Delete,
+                "no VM uses this generated network attachment any more",
+            ));
+        } else {
+            plan.notes.push(format!(
+                "{id} is no longer generated but is kept: still used by {}",
+                users.join(", ")
+            ));
+        }
+    }
+}
+
+/// Whether a VM in `vm_namespace` refers to the NAD `nad` in a network.
+fn references(vm: &Value, vm_namespace: &str, nad: &ObjectRef) -> bool {
+    vm.pointer("/spec/template/spec/networks")
+        .and_then(Value::as_array)
+        .is_some_and(|nets| {
+            nets.iter().any(|n| {
+                let Some(name) = n.pointer("/multus/networkName").and_then(Value::as_str) else {
+                    return false;
+                };
+                let (ns, name) = name.split_once('/').unwrap_or((vm_namespace, name));
+                ns == nad.namespace && name == nad.name
+            })
+        })
+}

@@ -1,0 +1,427 @@
+//! Printing a plan: terminal text (terraform-like), Markdown for a pull-request comment, and
+//! JSON. Pure: each printer takes a plan and returns a string.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::{Class, Plan, Step, Summary};
+use crate::identity::{ANNOTATION_REVISION, Kind, ObjectRef};
+
+/// GitHub refuses comments longer than this many characters.
+pub const MARKDOWN_LIMIT: usize = 65_536;
+/// Room kept free below [`MARKDOWN_LIMIT`] for the closing lines and a safety margin.
+const MARKDOWN_RESERVE: usize = 2_048;
+/// Longest single diff shown in a comment, in lines: a reviewer reads the start of a huge
+/// diff, not all of it.
+const MAX_DIFF_LINES: usize = 150;
+/// Lines of context around each change in a diff.
+const DIFF_CONTEXT: usize = 3;
+
+/// The one-line summary, e.g. `Plan: 1 to create, 3 live changes, 1 restart, 0 to delete, 1 refused`.
+pub fn summary_line(s: &Summary) -> String {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut line = format!(
+        "Plan: {} to create, {}, {}, {} to delete, {} refused",
+        s.create,
+        plural(s.live, "live change", "live changes"),
+        plural(s.restart, "restart", "restarts"),
+        s.delete,
+        s.refused
+    );
+    if s.blocked > 0 {
+        let _ = write!(line, ", {} blocked", s.blocked);
+    }
+    line
+}
+
+fn symbol(class: Class) -> &'static str {
+    match class {
+        Class::Create => "+",
+        Class::Live => "~",
+        Class::Restart => "-/+",
+        Class::Refused => "!",
+        Class::Blocked => "#",
+        Class::Delete => "-",
+    }
+}
+
+/// ANSI colour of a class on a terminal.
+fn colour(class: Class) -> &'static str {
+    match class {
+        Class::Create => "\x1b[32m",
+        Class::Live => "\x1b[33m",
+        Class::Restart => "\x1b[35m",
+        Class::Refused | Class::Delete => "\x1b[31m",
+        Class::Blocked => "\x1b[36m",
+    }
+}
+
+const RESET: &str = "\x1b[0m";
+const BOLD: &str = "\x1b[1m";
+
+fn object_name(id: &ObjectRef) -> String {
+    match id.kind {
+        Kind::VirtualMachine => format!("vm {}/{}", id.namespace, id.name),
+        Kind::NetworkAttachmentDefinition => format!("nad {}/{}", id.namespace, id.name),
+    }
+}
+
+fn change_text(step: &Step) -> String {
+    let mut s = step.change.as_str().to_owned();
+    if let Some(item) = &step.item {
+        let _ = write!(s, " {item}");
+    }
+    match (&step.from, &step.to) {
+        (Some(f), Some(t)) => {
+            let _ = write!(s, ": {f} → {t}");
+        }
+        (None, Some(t)) => {
+            let _ = write!(s, ": {t}");
+        }
+        (Some(f), None) => {
+            let _ = write!(s, ": {f} → (removed)");
+        }
+        (None, None) => {}
+    }
+    s
+}
+
+/// Steps grouped by object, in plan order.
+fn groups(plan: &Plan) -> Vec<(&ObjectRef, Vec<&Step>)> {
+    let mut out: Vec<(&ObjectRef, Vec<&Step>)> = Vec::new();
+    for step in &plan.steps {
+        match out.last_mut() {
+            Some((id, steps)) if *id == &step.target => steps.push(step),
+            _ => out.push((&step.target, vec![step])),
+        }
+    }
+    out
+}
+
+/// Terminal text. `colour` only when printing to a terminal.
+pub fn text(plan: &Plan, colour_on: bool) -> String {
+    let paint = |class: Class, s: &str| {
+        if colour_on {
+            format!("{}{s}{RESET}", colour(class))
+        } else {
+            s.to_owned()
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "Fleet {} at revision {}\n", plan.fleet, plan.revision);
+    if plan.steps.is_empty() {
+        let _ = writeln!(out, "No changes: the cluster matches the fleet.");
+    }
+    for (id, steps) in groups(plan) {
+        let head = steps
+            .iter()
+            .map(|s| s.class)
+            .find(|c| *c != Class::Live)
+            .unwrap_or(Class::Live);
+        let name = object_name(id);
+        let name = if colour_on {
+            format!("{BOLD}{name}{RESET}")
+        } else {
+            name
+        };
+        let batch = steps
+            .first()
+            .and_then(|s| s.batch)
+            .map(|b| format!(" (rollout batch {})", b + 1))
+            .unwrap_or_default();
+        if let [only] = steps.as_slice()
+            && only.item.is_none()
+            && only.from.is_none()
+        {
+            let _ = writeln!(
+                out,
+                "{} {name}: {} [{}]{batch} {}",
+                paint(only.class, symbol(only.class)),
+                only.change.as_str(),
+                paint(only.class, only.class.as_str()),
+                only.reason
+            );
+            continue;
+        }
+        let _ = writeln!(out, "{} {name}{batch}", paint(head, symbol(head)));
+        for step in steps {
+            let _ = writeln!(
+                out,
+                "    {} {} [{}] {}",
+                paint(step.class, symbol(step.class)),
+                change_text(step),
+                paint(step.class, step.class.as_str()),
+                step.reason
+            );
+        }
+    }
+    if !plan.notes.is_empty() {
+        let _ = writeln!(out, "\nNotes:");
+        for n in &plan.notes {
+            let _ = writeln!(out, "  - {n}");
+        }
+    }
+    let _ = writeln!(out, "\n{}", summary_line(&plan.summary()));
+    out
+}
+
+/// Escape text for a Markdown table cell.
+fn cell(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
+}
+
+/// A code fence longer than any run of backticks in `body`.
+fn fence(body: &str) -> String {
+    let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
+}
+
+fn yaml_for_diff(object: Option<&Value>) -> String {
+    let Some(object) = object else {
+        return String::new();
+    };
+    let mut object = object.clone();
+    if let Some(a) = object
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        a.remove(ANNOTATION_REVISION);
+        if a.is_empty()
+            && let Some(m) = object.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            m.remove("annotations");
+        }
+    }
+    serde_yaml::to_string(&object).unwrap_or_default()
+}
+
+/// The unified diff of one object's live and written manifests (at most [`MAX_DIFF_LINES`]).
+pub fn diff(plan: &Plan, id: &ObjectRef) -> Option<String> {
+    let before = yaml_for_diff(plan.before.get(id));
+    let after = yaml_for_diff(plan.writes.get(id));
+    if before == after {
+        return None;
+    }
+    let text = similar::TextDiff::from_lines(&before, &after)
+        .unified_diff()
+        .context_radius(DIFF_CONTEXT)
+        .header("live", "planned")
+        .to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= MAX_DIFF_LINES {
+        Some(text)
+    } else {
+        Some(format!(
+            "{}\n… {} more lines not shown\n",
+            lines[..MAX_DIFF_LINES].join("\n"),
+            lines.len() - MAX_DIFF_LINES
+        ))
+    }
+}
+
+/// Markdown for a pull-request comment, always under [`MARKDOWN_LIMIT`] characters: the
+/// summary and notes first, then one table row per step and one collapsible diff per object
+/// while they fit, then a line saying how much was left out.
+pub fn markdown(plan: &Plan) -> String {
+    let budget = MARKDOWN_LIMIT - MARKDOWN_RESERVE;
+    let s = plan.summary();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### Wukong plan for fleet `{}` at `{}`\n",
+        cell(&plan.fleet).replace('`', "'"),
+        cell(&plan.revision).replace('`', "'")
+    );
+    let _ = writeln!(out, "**{}**\n", summary_line(&s));
+    let _ = writeln!(
+        out,
+        "| create | live | restart | refused | blocked | delete |\n|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} |\n",
+        s.create, s.live, s.restart, s.refused, s.blocked, s.delete
+    );
+    if plan.steps.is_empty() {
+        let _ = writeln!(out, "No changes: the cluster matches the fleet.\n");
+    }
+    let mut notes = String::new();
+    if !plan.notes.is_empty() {
+        let _ = writeln!(
+            notes,
+            "<details><summary>Notes ({})</summary>\n",
+            plan.notes.len()
+        );
+        for n in &plan.notes {
+            let _ = writeln!(notes, "- {}", cell(n));
+        }
+        let _ = writeln!(notes, "\n</details>\n");
+    }
+    let chars = |s: &str| s.chars().count();
+    let mut used = chars(&out) + chars(&notes);
+
+    if !plan.steps.is_empty() {
+        let header = "| object | change | class | reason |\n|---|---|---|---|\n";
+        out.push_str(header);
+        used += chars(header);
+        let mut shown = 0;
+        for step in &plan.steps {
+            let row = format!(
+                "| {} | {} | {} | {} |\n",
+                cell(&object_name(&step.target)),
+                cell(&change_text(step)),
+                step.class.as_str(),
+                cell(&step.reason)
+            );
+            // Rows take at most half the budget so diffs of the first objects still show.
+            if used + chars(&row) > budget / 2 + budget / 4 {
+                break;
+            }
+            used += chars(&row);
+            out.push_str(&row);
+            shown += 1;
+        }
+        if shown < plan.steps.len() {
+            let line = format!(
+                "\n_{} more steps are not listed to stay under GitHub's comment limit; run `wukong plan -o json` for all of them._\n",
+                plan.steps.len() - shown
+            );
+            used += chars(&line);
+            out.push_str(&line);
+        }
+        out.push('\n');
+    }
+
+    let mut omitted = 0;
+    for (id, _) in groups(plan) {
+        let Some(d) = diff(plan, id) else { continue };
+        let f = fence(&d);
+        let block = format!(
+            "<details><summary>Diff of {}</summary>\n\n{f}diff\n{d}{f}\n\n</details>\n\n",
+            cell(&object_name(id))
+        );
+        if used + chars(&block) > budget {
+            omitted += 1;
+            continue;
+        }
+        used += chars(&block);
+        out.push_str(&block);
+    }
+    if omitted > 0 {
+        let _ = writeln!(
+            out,
+            "_{omitted} diffs are not shown to stay under GitHub's comment limit._\n"
+        );
+    }
+    if used + chars(&notes) <= budget || chars(&notes) < MARKDOWN_RESERVE / 2 {
+        out.push_str(&notes);
+    } else {
+        let _ = writeln!(out, "_{} notes are not shown._", plan.notes.len());
+    }
+    out
+}
+
+/// One step as JSON.
+pub fn step_json(step: &Step) -> Value {
+    let name = format!("{}/{}", step.target.namespace, step.target.name);
+    let (vm, nad) = match step.target.kind {
+        Kind::VirtualMachine => (Value::String(name), Value::Null),
+        Kind::NetworkAttachmentDefinition => (Value::Null, Value::String(name)),
+    };
+    json!({
+        "vm": vm,
+        "nad": nad,
+        "change": step.change.as_str(),
+        "class": step.class.as_str(),
+        "item": step.item,
+        "from": step.from,
+        "to": step.to,
+        "reason": step.reason,
+        "batch": step.batch,
+    })
+}
+
+/// The plan as JSON: summary, steps, notes.
+pub fn json(plan: &Plan) -> Value {
+    json!({
+        "fleet": plan.fleet,
+        "revision": plan.revision,
+        "hasChanges": plan.has_changes(),
+        "summary": plan.summary(),
+        "steps": plan.steps.iter().map(step_json).collect::<Vec<_>>(),
+        "notes": plan.notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Change;
+    use std::collections::BTreeMap;
+
+    fn plan_with(steps: Vec<Step>) -> Plan {
+        Plan {
+            fleet: "prod".into(),
+            revision: "abc".into(),
+            steps,
+            writes: BTreeMap::new(),
+            before: BTreeMap::new(),
+            basis: BTreeMap::new(),
+            notes: vec![],
+        }
+    }
+
+    fn step(i: usize, class: Class) -> Step {
+        Step::new(
+            &ObjectRef::vm("web", format!("web-{i}")),
+            Change::Cpu,
+            class,
+            "x".repeat(200),
+        )
+        .values(Some("2".into()), Some("4".into()))
+    }
+
+    #[test]
+    fn summary_line_reads_like_the_design() {
+        let p = plan_with(vec![
+            step(0, Class::Create),
+            step(1, Class::Live),
+            step(2, Class::Refused),
+        ]);
+        assert_eq!(
+            summary_line(&p.summary()),
+            "Plan: 1 to create, 1 live change, 0 restarts, 0 to delete, 1 refused"
+        );
+    }
+
+    #[test]
+    fn markdown_stays_under_the_comment_limit() {
+        let mut p = plan_with((0..5000).map(|i| step(i, Class::Live)).collect());
+        for i in 0..5000 {
+            let id = ObjectRef::vm("web", format!("web-{i}"));
+            p.before
+                .insert(id.clone(), json!({"spec": {"a": "x".repeat(100)}}));
+            p.writes.insert(id, json!({"spec": {"a": "y".repeat(100)}}));
+        }
+        let md = markdown(&p);
+        assert!(md.chars().count() < MARKDOWN_LIMIT, "{}", md.len());
+        assert!(md.contains("more steps are not listed"));
+        assert!(md.contains("diffs are not shown"));
+        assert!(md.contains("<details><summary>Diff of vm web/web-0</summary>"));
+    }
+
+    #[test]
+    fn table_cells_cannot_break_the_table() {
+        assert_eq!(cell("a|b\nc<d>"), "a\\|b c&lt;d&gt;");
+        assert_eq!(fence("x ``` y"), "````");
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let p = plan_with(vec![step(0, Class::Live)]);
+        assert!(!text(&p, false).contains('\x1b'));
+        assert!(text(&p, true).contains("\x1b[33m"));
+    }
+}
