@@ -102,7 +102,9 @@ fn set(v: &mut Value, pointer: &str, value: Value) {
         let Some(map) = cur.as_object_mut() else {
             return;
         };
-        cur = map.entry(key).or_insert(Value::Null);
+        cur = map
+            .entry(key.replace("~1", "/").replace("~0", "~"))
+            .or_insert(Value::Null);
     }
     *cur = value;
 }
@@ -338,9 +340,15 @@ fn instance(
     };
     // The plan pauses a VM declared suspended (or it starts paused) and resumes the others.
     let paused = start_paused;
+    // A running instance keeps its migratability; a new one gets it from its volumes.
+    let kept_migratable = (!fresh)
+        .then(|| crate::live::condition(old?, "LiveMigratable").cloned())
+        .flatten();
     let mut conditions = vec![
         json!({"type": "Ready", "status": if paused { "False" } else { "True" }}),
-        if migratable {
+        if let Some(c) = kept_migratable {
+            c
+        } else if migratable {
             json!({"type": "LiveMigratable", "status": "True"})
         } else {
             json!({"type": "LiveMigratable", "status": "False", "reason": "DisksNotLiveMigratable",
