@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod injection;
 mod plan;
+mod plan_e2e;
 mod plan_props;
 mod render;
 mod sim;

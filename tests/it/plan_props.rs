@@ -29,9 +29,20 @@ struct Params {
 
 fn params() -> impl Strategy<Value = Params> {
     (
-        (1u32..=8, 1u32..=16, any::<bool>(), [10u32..=100, 10u32..=100]),
+        (
+            1u32..=8,
+            1u32..=16,
+            any::<bool>(),
+            [10u32..=100, 10u32..=100],
+        ),
         (any::<[bool; 3]>(), any::<bool>(), 0u32..=4),
-        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(
