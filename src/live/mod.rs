@@ -167,14 +167,12 @@ pub struct LiveState {
 impl LiveState {
     /// Index a list of objects (as read from the API or a snapshot). Fields that only
     /// bookkeeping needs (`managedFields`) are dropped.
-    pub fn insert(&mut self, kind: LiveKind, mut object: Value) -> Result<(), &'static str> {
+    pub fn insert(&mut self, kind: LiveKind, object: Value) -> Result<(), &'static str> {
         let (_, _, kind_name, _, _) = kind.gvk();
+        let mut object = slim(kind, object);
         if let Some(map) = object.as_object_mut() {
             map.insert("apiVersion".into(), kind.api_version().into());
             map.insert("kind".into(), kind_name.into());
-            if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.remove("managedFields");
-            }
         }
         let name = str_at(&object, &["metadata", "name"])
             .ok_or("no metadata.name")?
@@ -285,6 +283,74 @@ impl LiveState {
     pub fn data_volume(&self, namespace: &str, name: &str) -> Option<&Value> {
         self.data_volumes.get(&NsName::new(namespace, name))
     }
+}
+
+/// The fields kept of an object Wukong reads but never writes whole (instances, PVCs,
+/// DataVolumes): what the planner's pre-checks and the executor's verification look at.
+/// Dropping the rest keeps a 10,000-VM live state small. VMs, NADs, storage classes and the
+/// KubeVirt CR are kept whole.
+fn keep_paths(kind: LiveKind) -> Option<&'static [&'static [&'static str]]> {
+    const META: &[&str] = &["metadata"];
+    match kind {
+        LiveKind::VirtualMachineInstance => Some(&[
+            META,
+            &["spec", "domain", "cpu"],
+            &["spec", "domain", "memory"],
+            &["status", "phase"],
+            &["status", "conditions"],
+            &["status", "currentCPUTopology"],
+            &["status", "memory"],
+            &["status", "interfaces"],
+            &["status", "volumeStatus"],
+            &["status", "migrationState"],
+        ]),
+        LiveKind::PersistentVolumeClaim => Some(&[
+            META,
+            &["spec", "storageClassName"],
+            &["spec", "resources"],
+            &["spec", "accessModes"],
+            &["spec", "volumeMode"],
+            &["status"],
+        ]),
+        LiveKind::DataVolume => Some(&[
+            META,
+            &["spec", "storage", "resources"],
+            &["spec", "storage", "storageClassName"],
+            &["spec", "pvc", "resources"],
+            &["status", "phase"],
+        ]),
+        _ => None,
+    }
+}
+
+fn slim(kind: LiveKind, mut object: Value) -> Value {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    let Some(paths) = keep_paths(kind) else {
+        return object;
+    };
+    let mut out = Value::Object(serde_json::Map::new());
+    for path in paths {
+        let pointer: String = path.iter().map(|k| format!("/{k}")).collect();
+        let Some(value) = object.pointer_mut(&pointer).map(Value::take) else {
+            continue;
+        };
+        let mut cur = &mut out;
+        for (i, key) in path.iter().enumerate() {
+            let Some(map) = cur.as_object_mut() else {
+                break;
+            };
+            if i + 1 == path.len() {
+                map.insert((*key).to_owned(), value);
+                break;
+            }
+            cur = map
+                .entry(*key)
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        }
+    }
+    out
 }
 
 /// The snapshot file: a list of objects as the API returned them.

@@ -103,15 +103,28 @@ pub fn plan_vm(input: &VmInput<'_>) -> VmPlan {
     };
 
     let live_full = shape::normalize_vm(live_vm);
-    let unplugging: Vec<String> = VmShape::of(&live_full)
-        .nics
-        .into_iter()
-        .filter(|n| n.absent)
-        .map(|n| n.name)
-        .collect();
-    let mut live_n = live_full.clone();
-    shape::without_absent_nics(&mut live_n);
-    let l = VmShape::of(&live_n);
+    let unplugging: Vec<String> = live_full
+        .pointer(IFACES)
+        .and_then(Value::as_array)
+        .map(|ifaces| {
+            ifaces
+                .iter()
+                .filter(|i| i.get("state").and_then(Value::as_str) == Some("absent"))
+                .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Cloned only while an unplug is in flight: the common case compares `live_full` itself.
+    let stripped;
+    let live_n = if unplugging.is_empty() {
+        &live_full
+    } else {
+        let mut v = live_full.clone();
+        shape::without_absent_nics(&mut v);
+        stripped = v;
+        &stripped
+    };
+    let l = VmShape::of(live_n);
     let instance = input.live.vmi(&id.namespace, &id.name).map(Instance::of);
     let ctx = Ctx {
         id,
@@ -127,7 +140,10 @@ pub fn plan_vm(input: &VmInput<'_>) -> VmPlan {
     memory_step(&ctx, &d, &l, input.vm.spec.hot_plug, &mut steps);
     disk_steps(&ctx, input, &d, &l, &mut steps);
     nic_steps(&ctx, &d, &l, &mut steps);
-    rest_steps(&ctx, &desired, &live_n, &mut steps);
+    // Equal manifests cannot differ in the parts the typed comparisons leave over.
+    if desired != *live_n {
+        rest_steps(&ctx, &desired, live_n, &mut steps);
+    }
     pause_steps(&ctx, &d, &l, &mut steps);
 
     if steps.is_empty() {
@@ -138,11 +154,11 @@ pub fn plan_vm(input: &VmInput<'_>) -> VmPlan {
     let growing = d.memory.guest > l.memory.guest;
     steps.sort_by_key(|s| rank(s, growing));
 
-    let write = write_manifest(&desired, &live_n, &live_full, &unplugging, &ctx, &steps);
+    let write = write_manifest(&desired, live_n, &live_full, &unplugging, &ctx, &steps);
     VmPlan {
         steps,
         write: Some(write),
-        before: Some(live_n),
+        before: Some(live_n.clone()),
     }
 }
 
