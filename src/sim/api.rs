@@ -225,7 +225,15 @@ impl Shared {
     }
 
     /// Run a write against the store at the current time, and wake watches if it changed.
-    pub fn write<T, E>(&self, f: impl FnOnce(&mut Store) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, store::Error>,
+    ) -> Result<T, store::Error> {
+        self.try_write(f)
+    }
+
+    /// [`Shared::write`] for a closure with its own error type (admission, subresources).
+    pub fn try_write<T, E>(&self, f: impl FnOnce(&mut Store) -> Result<T, E>) -> Result<T, E> {
         let mut store = self.store();
         store.set_now(unix_now());
         let before = store.revision();
@@ -468,7 +476,7 @@ fn resource(
             let object = parse_body(body)?;
             let admit = shared.kubevirt();
             let created =
-                shared.write(|s| admission::create(s, r, &namespace, object, dry, admit))?;
+                shared.try_write(|s| admission::create(s, r, &namespace, object, dry, admit))?;
             ok(StatusCode::CREATED, created)
         }
         (Scope::Collection(_), _) => Err(Error::MethodNotAllowed),
@@ -487,7 +495,7 @@ fn resource(
                     let dry = dry_run(query)?;
                     let object = parse_body(body)?;
                     let admit = shared.kubevirt() && target == Target::Main;
-                    let updated = shared.write(|s| {
+                    let updated = shared.try_write(|s| {
                         admission::update(s, r, &namespace, &name, dry, admit, |s, dry| {
                             s.update(r, &namespace, &name, object.clone(), target, dry)
                         })
@@ -498,7 +506,7 @@ fn resource(
                     let dry = dry_run(query)?;
                     let patch = decode_patch(headers, body)?;
                     let admit = shared.kubevirt() && target == Target::Main;
-                    let patched = shared.write(|s| {
+                    let patched = shared.try_write(|s| {
                         admission::update(s, r, &namespace, &name, dry, admit, |s, dry| {
                             s.patch(r, &namespace, &name, &patch, target, dry)
                         })

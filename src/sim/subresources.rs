@@ -353,7 +353,7 @@ fn act(
     ) else {
         return Err(Error::BadRequest("KubeVirt kinds are not served".into()));
     };
-    shared.write(|s| -> Result<StatusCode, Error> {
+    shared.try_write(|s| -> Result<StatusCode, Error> {
         match (plural, action) {
             ("virtualmachineinstances", "pause" | "unpause") => {
                 let vmi = s.get(vmi_def, ns, name).map_err(|_| Error::NotFound {

@@ -133,7 +133,7 @@ async fn run(
             default_agent: config.guest_agent,
             mem: &mut memory,
         };
-        let _ = shared.write(|s| -> Result<(), store::Error> {
+        let _ = shared.try_write(|s| -> Result<(), store::Error> {
             pass::reconcile(s, &mut p);
             Ok(())
         });

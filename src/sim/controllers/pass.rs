@@ -258,9 +258,10 @@ fn dv_status(dv: &Value, pvc: Option<&Value>, p: &mut Pass<'_>) -> Value {
     let bound = pvc.is_some_and(|c| text(c, "/status/phase") == Some("Bound"));
     let (phase, progress) = if !bound {
         ("Pending", "N/A".to_string())
-    } else if storage::dv_ready(dv) || storage::dv_is_blank(dv) {
-        ("Succeeded", "100.0%".to_string())
-    } else if p.mem.timers.due(uid, "import", p.timing.import, p.now) {
+    } else if storage::dv_ready(dv)
+        || storage::dv_is_blank(dv)
+        || p.mem.timers.due(uid, "import", p.timing.import, p.now)
+    {
         ("Succeeded", "100.0%".to_string())
     } else {
         let total = crate::sim::clock::millis(p.timing.import).max(1);
@@ -581,31 +582,25 @@ fn vmi_pass(store: &mut Store, d: &Defs, p: &mut Pass<'_>) {
         let mut after = vmi.clone();
         let t = p.timing;
         match text(&vmi, "/status/phase").unwrap_or("Pending") {
-            "Pending" => {
+            "Pending"
                 if claims_bound(store, d, &vmi)
-                    && p.mem.timers.due(&uid, "scheduling", t.schedule, p.now)
-                {
-                    objects::object_at(&mut after, "/status")
-                        .insert("phase".into(), json!("Scheduling"));
-                }
+                    && p.mem.timers.due(&uid, "scheduling", t.schedule, p.now) =>
+            {
+                objects::object_at(&mut after, "/status")
+                    .insert("phase".into(), json!("Scheduling"));
             }
-            "Scheduling" => {
-                if p.mem.timers.due(&uid, "scheduled", t.schedule, p.now) {
-                    let node = node_for(&uid);
-                    let status = objects::object_at(&mut after, "/status");
-                    status.insert("phase".into(), json!("Scheduled"));
-                    status.insert("nodeName".into(), json!(node));
-                    objects::object_at(&mut after, "/metadata/labels")
-                        .insert("kubevirt.io/nodeName".into(), json!(node));
-                }
+            "Scheduling" if p.mem.timers.due(&uid, "scheduled", t.schedule, p.now) => {
+                let node = node_for(&uid);
+                let status = objects::object_at(&mut after, "/status");
+                status.insert("phase".into(), json!("Scheduled"));
+                status.insert("nodeName".into(), json!(node));
+                objects::object_at(&mut after, "/metadata/labels")
+                    .insert("kubevirt.io/nodeName".into(), json!(node));
             }
-            "Scheduled" => {
-                if p.mem.timers.due(&uid, "boot", t.boot, p.now) {
-                    objects::object_at(&mut after, "/status")
-                        .insert("phase".into(), json!("Running"));
-                    let paused = p.mem.start_paused.remove(&uid);
-                    running_status(store, d, p, &mut after, true, paused);
-                }
+            "Scheduled" if p.mem.timers.due(&uid, "boot", t.boot, p.now) => {
+                objects::object_at(&mut after, "/status").insert("phase".into(), json!("Running"));
+                let paused = p.mem.start_paused.remove(&uid);
+                running_status(store, d, p, &mut after, true, paused);
             }
             "Running" => running_status(store, d, p, &mut after, false, false),
             _ => {}
