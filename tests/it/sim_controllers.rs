@@ -976,3 +976,38 @@ async fn the_seed_and_the_subresource_group_are_discoverable() {
     assert!(resources.contains("virtualmachines/restart"), "{resources}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_settled_cluster_stops_writing() {
+    let (server, client) = start().await;
+    running_vm(&client, "idle", None).await;
+    vm_condition(&client, "idle", "AgentConnected").await;
+    // A standalone VMI runs too, with the VMI webhook's defaults.
+    let vmi: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "solo"},
+        "spec": {"domain": {"resources": {"requests": {"memory": "1Gi"}}, "devices": {}}},
+    }))
+    .unwrap();
+    let created = vmis(&client)
+        .create(&PostParams::default(), &vmi)
+        .await
+        .unwrap();
+    assert_eq!(created.data["spec"]["domain"]["cpu"]["maxSockets"], 4);
+    assert_eq!(created.data["status"]["memory"]["guestAtBoot"], "1Gi");
+    eventually("the standalone VMI to run", || async {
+        let v = get(&vmis(&client), "solo").await.unwrap();
+        if v["status"]["phase"] == "Running" && condition(&v, "AgentConnected").is_some() {
+            Ok(())
+        } else {
+            Err(v["status"].to_string())
+        }
+    })
+    .await;
+    // Every timer has fired: a pass that changes nothing must not write (no busy loop). The
+    // pause spans many simulated minutes at this speed.
+    let before = server.shared().store().revision();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.shared().store().revision(), before);
+    server.shutdown().await.unwrap();
+}
