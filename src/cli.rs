@@ -85,6 +85,9 @@ pub enum Command {
         /// Write a kubeconfig for the server to this file.
         #[arg(long)]
         kubeconfig_out: Option<PathBuf>,
+        /// Run the simulated controllers this many times faster than real time.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
     },
 }
 
@@ -337,9 +340,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sim {
             listen,
             kubeconfig_out,
-        } => sim::run_until_interrupted(listen, kubeconfig_out.as_deref(), |url| {
-            println!("{url}");
-        })
+            speed,
+        } => sim::run_until_interrupted(
+            listen,
+            kubeconfig_out.as_deref(),
+            sim::Config {
+                speed,
+                ..sim::Config::default()
+            },
+            |url| println!("{url}"),
+        )
         .map_err(Error::from),
     };
     match result {

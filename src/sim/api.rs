@@ -3,8 +3,10 @@
 //! `Status` with the API server's code, reason and wording.
 //!
 //! Owns no state of its own beyond the shared store and the notifications of its changes; knows
-//! nothing of KubeVirt's behaviour (controllers come later, beside it). Depends on
-//! [`super::store`], [`super::selector`], [`super::discovery`] and [`super::resources`].
+//! nothing of KubeVirt's behaviour itself: writes pass through [`super::admission`] and the
+//! `subresources.kubevirt.io` paths go to [`super::subresources`] when the server runs with
+//! KubeVirt behaviour. Depends on [`super::store`], [`super::selector`], [`super::discovery`]
+//! and [`super::resources`].
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -24,6 +26,7 @@ use super::discovery;
 use super::resources::{self, ResourceDef};
 use super::selector::{self, FieldSelector, LabelSelector};
 use super::store::{self, ListOptions, Patch, Preconditions, Store, Target};
+use super::{admission, subresources};
 
 /// How long a watch runs when the client gives no `timeoutSeconds`: the API server's default
 /// minimum request timeout (30 minutes).
@@ -57,6 +60,9 @@ pub enum Error {
     TooLarge,
     #[error("{0}")]
     BadRequest(String),
+    /// Refused by a (simulated) admission webhook or plugin.
+    #[error(transparent)]
+    Admission(#[from] admission::Error),
 }
 
 impl Error {
@@ -126,6 +132,12 @@ impl Error {
                 "UnsupportedMediaType",
                 Value::Null,
             ),
+            Error::Admission(admission::Error::Store(e)) => Error::Store(e.clone()).classify(),
+            Error::Admission(admission::Error::Denied(d)) => (
+                StatusCode::from_u16(d.code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+                d.reason,
+                d.details(),
+            ),
         }
     }
 
@@ -174,6 +186,8 @@ pub struct Shared {
     shutdown: watch::Receiver<bool>,
     /// `host:port` the server listens on, for `/api`'s server address.
     address: String,
+    /// KubeVirt behaviour on: webhooks and the `subresources.kubevirt.io` API.
+    kubevirt: bool,
 }
 
 impl Shared {
@@ -184,7 +198,24 @@ impl Shared {
             revision,
             shutdown,
             address,
+            kubevirt: false,
         }
+    }
+
+    /// Serve KubeVirt's webhooks and subresource API too.
+    pub fn with_kubevirt(mut self, on: bool) -> Self {
+        self.kubevirt = on;
+        self
+    }
+
+    /// Whether KubeVirt's webhooks and subresources are served.
+    pub fn kubevirt(&self) -> bool {
+        self.kubevirt
+    }
+
+    /// A receiver of the store's revision after each write.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
     }
 
     /// The store, locked, for reads. Writes go through [`Shared::write`] so open watches see
@@ -198,6 +229,11 @@ impl Shared {
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, store::Error>,
     ) -> Result<T, store::Error> {
+        self.try_write(f)
+    }
+
+    /// [`Shared::write`] for a closure with its own error type (admission, subresources).
+    pub fn try_write<T, E>(&self, f: impl FnOnce(&mut Store) -> Result<T, E>) -> Result<T, E> {
         let mut store = self.store();
         store.set_now(unix_now());
         let before = store.revision();
@@ -332,6 +368,11 @@ fn dispatch(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, Error> {
+    if shared.kubevirt()
+        && let Some(response) = subresources::dispatch(shared, method, uri, body)
+    {
+        return Ok(response);
+    }
     let route = route(uri.path())?;
     if !matches!(route, Route::Resource(..)) && method != Method::GET {
         return Err(Error::MethodNotAllowed);
@@ -340,7 +381,15 @@ fn dispatch(
     match route {
         Route::Version => ok(discovery::version()),
         Route::CoreVersions => ok(discovery::core_versions(&shared.address)),
-        Route::Groups => ok(discovery::group_list()),
+        Route::Groups => {
+            let mut groups = discovery::group_list();
+            if shared.kubevirt()
+                && let Some(list) = groups["groups"].as_array_mut()
+            {
+                list.push(subresources::group_entry());
+            }
+            ok(groups)
+        }
         Route::Group(g) => discovery::group(&g).map_or(Err(Error::NoRoute), ok),
         Route::Resources(g, v) => discovery::resource_list(&g, &v).map_or(Err(Error::NoRoute), ok),
         Route::Resource(r, scope) => {
@@ -425,7 +474,9 @@ fn resource(
             };
             let dry = dry_run(query)?;
             let object = parse_body(body)?;
-            let created = shared.write(|s| s.create(r, &namespace, object, dry))?;
+            let admit = shared.kubevirt();
+            let created =
+                shared.try_write(|s| admission::create(s, r, &namespace, object, dry, admit))?;
             ok(StatusCode::CREATED, created)
         }
         (Scope::Collection(_), _) => Err(Error::MethodNotAllowed),
@@ -443,15 +494,23 @@ fn resource(
                 Method::PUT => {
                     let dry = dry_run(query)?;
                     let object = parse_body(body)?;
-                    let updated =
-                        shared.write(|s| s.update(r, &namespace, &name, object, target, dry))?;
+                    let admit = shared.kubevirt() && target == Target::Main;
+                    let updated = shared.try_write(|s| {
+                        admission::update(s, r, &namespace, &name, dry, admit, |s, dry| {
+                            s.update(r, &namespace, &name, object.clone(), target, dry)
+                        })
+                    })?;
                     ok(StatusCode::OK, updated)
                 }
                 Method::PATCH => {
                     let dry = dry_run(query)?;
                     let patch = decode_patch(headers, body)?;
-                    let patched =
-                        shared.write(|s| s.patch(r, &namespace, &name, &patch, target, dry))?;
+                    let admit = shared.kubevirt() && target == Target::Main;
+                    let patched = shared.try_write(|s| {
+                        admission::update(s, r, &namespace, &name, dry, admit, |s, dry| {
+                            s.patch(r, &namespace, &name, &patch, target, dry)
+                        })
+                    })?;
                     ok(StatusCode::OK, patched)
                 }
                 Method::DELETE if !status => {

@@ -3,16 +3,28 @@
 //!
 //! [`resources`] is the table of served kinds; [`validation`], [`selector`] and [`store`] are
 //! the pure, synchronous object store; [`discovery`] the discovery documents; [`api`] the HTTP
-//! layer; this module the server's lifecycle (start on loopback, kubeconfig, shutdown). Nothing
-//! else in the crate depends on it except the CLI's `wukong sim`; it depends on nothing else in
-//! the crate.
+//! layer; this module the server's lifecycle (start on loopback, kubeconfig, shutdown).
+//!
+//! KubeVirt's behaviour sits beside the API: [`clock`] (simulated time and delays), [`seed`]
+//! (the objects a cluster starts with), [`admission`] (webhooks), [`subresources`]
+//! (`subresources.kubevirt.io`) and [`controllers`] (VM, VMI, migration, CDI, PVC controllers
+//! and injectable faults). Nothing else in the crate depends on the simulator except the CLI's
+//! `wukong sim`; it depends only on the pure [`crate::quantity`].
 
+pub mod admission;
 pub mod api;
+pub mod clock;
+pub mod controllers;
 pub mod discovery;
 pub mod resources;
+pub mod seed;
 pub mod selector;
 pub mod store;
+pub mod subresources;
 pub mod validation;
+
+pub use clock::{Config, Timing};
+pub use controllers::Faults;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +61,8 @@ pub enum Error {
     },
     #[error("cannot wait for Ctrl-C: {0}")]
     Signal(std::io::Error),
+    #[error("cannot create the seed objects: {0}")]
+    Seed(store::Error),
 }
 
 /// A running simulated cluster, serving plain HTTP on a loopback address.
@@ -57,12 +71,20 @@ pub struct Server {
     shared: Arc<api::Shared>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    faults: Arc<Faults>,
+    controllers: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Start serving on `addr` (port 0: any free port) with a fresh store. Must be called
-    /// inside a tokio runtime.
+    /// Start serving on `addr` (port 0: any free port) with a fresh store and the default
+    /// [`Config`]: KubeVirt behaviour at real-time speed. Must be called inside a tokio runtime.
     pub async fn start(addr: SocketAddr) -> Result<Self, Error> {
+        Self::start_with(addr, Config::default()).await
+    }
+
+    /// Start serving on `addr` with `config` (e.g. [`Config::fast`] for tests,
+    /// [`Config::api_only`] for a bare API server).
+    pub async fn start_with(addr: SocketAddr, config: Config) -> Result<Self, Error> {
         if !addr.ip().is_loopback() {
             return Err(Error::NotLoopback(addr));
         }
@@ -73,11 +95,23 @@ impl Server {
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
         let (shutdown, stopped) = watch::channel(false);
-        let shared = Arc::new(api::Shared::new(
-            store::Store::starting_at(api::unix_now()),
-            addr.to_string(),
-            stopped.clone(),
-        ));
+        let mut initial = store::Store::starting_at(api::unix_now());
+        if config.kubevirt {
+            seed::seed(&mut initial).map_err(Error::Seed)?;
+        }
+        let shared = Arc::new(
+            api::Shared::new(initial, addr.to_string(), stopped.clone())
+                .with_kubevirt(config.kubevirt),
+        );
+        let faults = Arc::new(Faults::default());
+        let controllers = config.kubevirt.then(|| {
+            controllers::spawn(
+                Arc::clone(&shared),
+                config.clone(),
+                Arc::clone(&faults),
+                stopped.clone(),
+            )
+        });
         let app = api::router(Arc::clone(&shared));
         let mut stop = stopped;
         let task = tokio::spawn(async move {
@@ -94,7 +128,14 @@ impl Server {
             shared,
             shutdown,
             task,
+            faults,
+            controllers,
         })
+    }
+
+    /// The controller-level faults, settable while the server runs.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     /// The bound address.
@@ -142,6 +183,9 @@ impl Server {
     /// Stop accepting connections, end open watches and wait for the server to finish.
     pub async fn shutdown(self) -> Result<(), Error> {
         self.shutdown.send_replace(true);
+        if let Some(controllers) = self.controllers {
+            controllers.await?;
+        }
         self.task.await?.map_err(Error::Serve)?;
         tracing::info!(addr = %self.addr, "simulated cluster stopped");
         Ok(())
@@ -153,6 +197,7 @@ impl Server {
 pub fn run_until_interrupted(
     listen: SocketAddr,
     kubeconfig_out: Option<&Path>,
+    config: Config,
     ready: impl FnOnce(&str),
 ) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -160,7 +205,7 @@ pub fn run_until_interrupted(
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async {
-        let server = Server::start(listen).await?;
+        let server = Server::start_with(listen, config).await?;
         if let Some(path) = kubeconfig_out {
             server.write_kubeconfig(path)?;
         }

@@ -10,4 +10,5 @@ mod plan_e2e;
 mod plan_props;
 mod render;
 mod sim;
+mod sim_controllers;
 mod support;

@@ -13,7 +13,13 @@ use serde_json::{Value, json};
 use wukong::sim::Server;
 
 async fn start() -> (Server, Client) {
-    let server = Server::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    // A bare API server: no KubeVirt controllers writing status behind the tests' backs.
+    let server = Server::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        wukong::sim::Config::api_only(),
+    )
+    .await
+    .unwrap();
     let config = Config::new(server.url().parse().unwrap());
     let client = Client::try_from(config).unwrap();
     (server, client)

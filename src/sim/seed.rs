@@ -1,0 +1,125 @@
+//! The objects a simulated KubeVirt cluster starts with: the `kubevirt` namespace, the KubeVirt
+//! CR `kubevirt/kubevirt` configured for live updates as facts §10 recommends, and two
+//! StorageClasses — a default one on shared block storage that allows expansion and a local one
+//! that does not. Tests may change or delete them.
+//!
+//! Depends only on [`super::store`] and [`super::resources`].
+
+use serde_json::{Value, json};
+
+use super::controllers::storage::{DEFAULT_CLASS_ANNOTATION, DEFAULT_VIRT_CLASS_ANNOTATION};
+use super::resources;
+use super::store::{self, Store};
+
+/// The namespace KubeVirt is installed in.
+pub const KUBEVIRT_NAMESPACE: &str = "kubevirt";
+/// The default StorageClass: RWX block storage (CDI profile of Ceph RBD) with expansion.
+pub const DEFAULT_STORAGE_CLASS: &str = "sim-shared";
+/// A StorageClass of node-local RWO storage without expansion.
+pub const LOCAL_STORAGE_CLASS: &str = "sim-local";
+
+/// The seed objects, as (group, version, plural, namespace, object).
+pub fn objects() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Value,
+)> {
+    vec![
+        (
+            "",
+            "v1",
+            "namespaces",
+            "",
+            json!({"metadata": {"name": KUBEVIRT_NAMESPACE}}),
+        ),
+        (
+            "kubevirt.io",
+            "v1",
+            "kubevirts",
+            KUBEVIRT_NAMESPACE,
+            json!({
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "KubeVirt",
+                "metadata": {"name": "kubevirt", "namespace": KUBEVIRT_NAMESPACE},
+                "spec": {
+                    "workloadUpdateStrategy": {"workloadUpdateMethods": ["LiveMigrate"]},
+                    "configuration": {
+                        "vmRolloutStrategy": "LiveUpdate",
+                        "liveUpdateConfiguration": {"maxHotplugRatio": 4},
+                    },
+                },
+            }),
+        ),
+        (
+            "storage.k8s.io",
+            "v1",
+            "storageclasses",
+            "",
+            json!({
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": DEFAULT_STORAGE_CLASS, "annotations": {
+                    DEFAULT_CLASS_ANNOTATION: "true",
+                    DEFAULT_VIRT_CLASS_ANNOTATION: "true",
+                }},
+                "provisioner": "rbd.csi.ceph.com",
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate",
+                "allowVolumeExpansion": true,
+            }),
+        ),
+        (
+            "storage.k8s.io",
+            "v1",
+            "storageclasses",
+            "",
+            json!({
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": LOCAL_STORAGE_CLASS},
+                "provisioner": "kubevirt.io.hostpath-provisioner",
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate",
+                "allowVolumeExpansion": false,
+            }),
+        ),
+    ]
+}
+
+/// Create the seed objects in `store` (those that already exist are left alone).
+pub fn seed(store: &mut Store) -> Result<(), store::Error> {
+    for (group, version, plural, namespace, object) in objects() {
+        let Some(r) = resources::find(group, version, plural) else {
+            continue;
+        };
+        match store.create(r, namespace, object, false) {
+            Ok(_) | Err(store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::store::ListOptions;
+
+    #[test]
+    fn seeds_the_kubevirt_cr_and_storage_classes_once() {
+        let mut store = Store::new();
+        seed(&mut store).unwrap();
+        seed(&mut store).unwrap();
+        let kv = resources::find("kubevirt.io", "v1", "kubevirts").unwrap();
+        let cr = store.get(kv, KUBEVIRT_NAMESPACE, "kubevirt").unwrap();
+        assert_eq!(
+            cr["spec"]["workloadUpdateStrategy"]["workloadUpdateMethods"],
+            json!(["LiveMigrate"])
+        );
+        let sc = resources::find("storage.k8s.io", "v1", "storageclasses").unwrap();
+        let classes = store.list(sc, None, &ListOptions::default()).unwrap();
+        assert_eq!(classes.items.len(), 2);
+    }
+}

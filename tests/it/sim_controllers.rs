@@ -1,0 +1,1013 @@
+//! The simulated KubeVirt controllers, webhooks and subresources, driven through kube-rs over
+//! loopback HTTP at [`Config::fast`] speed: each test asserts the observable status the facts
+//! page names. Waits poll with a bounded timeout, never a fixed sleep.
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::{Client, Config as KubeConfig};
+use serde_json::{Value, json};
+use wukong::sim::{Config, Server, Timing};
+
+/// How long a test waits for the simulation to reach a state: generous, since the machine is
+/// shared; a passing run takes a fraction of it.
+const WAIT: Duration = Duration::from_secs(30);
+/// How often a wait looks again.
+const POLL: Duration = Duration::from_millis(20);
+
+async fn start_with(config: Config) -> (Server, Client) {
+    let server = Server::start_with("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let client = Client::try_from(KubeConfig::new(server.url().parse().unwrap())).unwrap();
+    (server, client)
+}
+
+async fn start() -> (Server, Client) {
+    start_with(Config::fast()).await
+}
+
+fn api(
+    client: &Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(client.clone(), "default", &ar)
+}
+
+fn vms(c: &Client) -> Api<DynamicObject> {
+    api(c, "kubevirt.io", "v1", "VirtualMachine", "virtualmachines")
+}
+fn vmis(c: &Client) -> Api<DynamicObject> {
+    api(
+        c,
+        "kubevirt.io",
+        "v1",
+        "VirtualMachineInstance",
+        "virtualmachineinstances",
+    )
+}
+fn vmims(c: &Client) -> Api<DynamicObject> {
+    api(
+        c,
+        "kubevirt.io",
+        "v1",
+        "VirtualMachineInstanceMigration",
+        "virtualmachineinstancemigrations",
+    )
+}
+fn dvs(c: &Client) -> Api<DynamicObject> {
+    api(c, "cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes")
+}
+fn pvcs(c: &Client) -> Api<PersistentVolumeClaim> {
+    Api::namespaced(c.clone(), "default")
+}
+
+/// The whole object as JSON.
+async fn get(api: &Api<DynamicObject>, name: &str) -> Option<Value> {
+    api.get_opt(name)
+        .await
+        .unwrap()
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+/// Poll `check` until it returns `Ok`; on timeout, fail with its last `Err` (what it saw).
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(seen) if tokio::time::Instant::now() > deadline => {
+                panic!("timed out waiting for {what}; last saw: {seen}")
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Wait until the VM's status field at `pointer` equals `want`; returns the VM.
+async fn vm_status_is(client: &Client, name: &str, pointer: &str, want: Value) -> Value {
+    eventually(&format!("vm {name} {pointer} = {want}"), || async {
+        let vm = get(&vms(client), name).await;
+        match &vm {
+            Some(v) if v.pointer(pointer) == Some(&want) => Ok(v.clone()),
+            other => Err(format!(
+                "{}",
+                other
+                    .as_ref()
+                    .and_then(|v| v.pointer("/status"))
+                    .unwrap_or(&Value::Null)
+            )),
+        }
+    })
+    .await
+}
+
+/// Wait until the VM has a condition of `type_`; returns the VM.
+async fn vm_condition(client: &Client, name: &str, type_: &str) -> Value {
+    eventually(&format!("vm {name} condition {type_}"), || async {
+        let vm = get(&vms(client), name).await.unwrap();
+        if condition(&vm, type_).is_some() {
+            Ok(vm)
+        } else {
+            Err(vm["status"].to_string())
+        }
+    })
+    .await
+}
+
+/// A VM with a 10Gi DataVolume imported over HTTP, 1 socket × 2 cores, 2Gi guest memory and a
+/// masquerade pod network: live-migratable on the default (RWX) StorageClass.
+fn vm_manifest(name: &str, storage_class: Option<&str>) -> Value {
+    let mut storage = json!({"resources": {"requests": {"storage": "10Gi"}}});
+    if let Some(sc) = storage_class {
+        storage["storageClassName"] = json!(sc);
+    }
+    json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {
+            "runStrategy": "Always",
+            "dataVolumeTemplates": [{
+                "metadata": {"name": format!("{name}-root")},
+                "spec": {"source": {"http": {"url": "https://images.example/fedora.qcow2"}}, "storage": storage},
+            }],
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "domain": {
+                        "cpu": {"sockets": 1, "cores": 2, "threads": 1},
+                        "memory": {"guest": "2Gi"},
+                        "devices": {
+                            "disks": [{"name": "root", "disk": {"bus": "virtio"}}],
+                            "interfaces": [{"name": "default", "masquerade": {}}],
+                        },
+                    },
+                    "networks": [{"name": "default", "pod": {}}],
+                    "volumes": [{"name": "root", "dataVolume": {"name": format!("{name}-root")}}],
+                },
+            },
+        },
+    })
+}
+
+async fn create_vm(client: &Client, manifest: Value) -> Value {
+    let obj: DynamicObject = serde_json::from_value(manifest).unwrap();
+    serde_json::to_value(
+        vms(client)
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn running_vm(client: &Client, name: &str, storage_class: Option<&str>) -> Value {
+    create_vm(client, vm_manifest(name, storage_class)).await;
+    vm_status_is(client, name, "/status/printableStatus", json!("Running")).await
+}
+
+async fn merge(api: &Api<DynamicObject>, name: &str, patch: Value) -> kube::Result<DynamicObject> {
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+}
+
+/// The `Status` of a failed call: (code, reason, message).
+fn api_error<T: std::fmt::Debug>(result: kube::Result<T>) -> (u16, String, String) {
+    match result {
+        Err(kube::Error::Api(status)) => (status.code, status.reason, status.message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// `PUT` a KubeVirt subresource: the HTTP code and the body.
+async fn subresource(client: &Client, resource: &str, name: &str, action: &str) -> (u16, Value) {
+    let request = axum::http::Request::put(format!(
+        "/apis/subresources.kubevirt.io/v1/namespaces/default/{resource}/{name}/{action}"
+    ))
+    .header("content-type", "application/json")
+    .body(kube::client::Body::from(b"{}".to_vec()))
+    .unwrap();
+    let response = client.send(request).await.unwrap();
+    let code = response.status().as_u16();
+    let body = response.into_body().collect_bytes().await.unwrap();
+    (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn vm_with_a_data_volume_template_runs_and_is_mutated() {
+    let (server, client) = start().await;
+    let created = create_vm(&client, vm_manifest("web", None)).await;
+    // The VM mutating webhook wrote firmware ids, architecture and machine type.
+    let tpl = &created["spec"]["template"]["spec"];
+    assert_eq!(tpl["architecture"], "amd64");
+    assert_eq!(tpl["domain"]["machine"]["type"], "q35");
+    assert_eq!(
+        tpl["domain"]["firmware"]["uuid"].as_str().unwrap().len(),
+        36
+    );
+    assert_eq!(
+        tpl["domain"]["firmware"]["serial"].as_str().unwrap().len(),
+        36
+    );
+
+    let vm = vm_status_is(&client, "web", "/status/printableStatus", json!("Running")).await;
+    assert_eq!(vm["status"]["ready"], true);
+    assert_eq!(vm["status"]["created"], true);
+    assert_eq!(vm["status"]["runStrategy"], "Always");
+    assert_eq!(condition(&vm, "Ready").unwrap()["status"], "True");
+    assert_eq!(condition(&vm, "LiveMigratable").unwrap()["status"], "True");
+    let vm = vm_condition(&client, "web", "AgentConnected").await;
+    assert_eq!(condition(&vm, "AgentConnected").unwrap()["status"], "True");
+
+    let dv = get(&dvs(&client), "web-root").await.unwrap();
+    assert_eq!(dv["status"]["phase"], "Succeeded");
+    assert_eq!(
+        dv["metadata"]["ownerReferences"][0]["kind"],
+        "VirtualMachine"
+    );
+    let pvc = pvcs(&client).get("web-root").await.unwrap();
+    let pvc_status = pvc.status.unwrap();
+    assert_eq!(pvc_status.phase.as_deref(), Some("Bound"));
+    assert_eq!(pvc_status.capacity.unwrap()["storage"].0, "10Gi");
+    assert_eq!(pvc.spec.unwrap().access_modes.unwrap(), ["ReadWriteMany"]);
+
+    let vmi = get(&vmis(&client), "web").await.unwrap();
+    assert_eq!(vmi["status"]["phase"], "Running");
+    assert_eq!(vmi["spec"]["domain"]["cpu"]["maxSockets"], 4);
+    assert_eq!(vmi["spec"]["domain"]["memory"]["maxGuest"], "8Gi");
+    assert_eq!(vmi["status"]["memory"]["guestAtBoot"], "2Gi");
+    assert_eq!(
+        vmi["status"]["currentCPUTopology"],
+        json!({"sockets": 1, "cores": 2, "threads": 1})
+    );
+    let iface = &vmi["status"]["interfaces"][0];
+    assert_eq!(iface["name"], "default");
+    assert_eq!(iface["infoSource"], "domain, guest-agent");
+    let claim = &vmi["status"]["volumeStatus"][0]["persistentVolumeClaimInfo"];
+    assert_eq!(claim["claimName"], "web-root");
+    assert_eq!(claim["capacity"]["storage"], "10Gi");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_vm_waits_for_its_data_volumes() {
+    let slow_import = Config {
+        timing: Timing {
+            import: Duration::from_secs(24 * 3600),
+            ..Timing::default()
+        },
+        ..Config::fast()
+    };
+    let (server, client) = start_with(slow_import).await;
+    create_vm(&client, vm_manifest("slow", None)).await;
+    let vm = vm_status_is(
+        &client,
+        "slow",
+        "/status/printableStatus",
+        json!("Provisioning"),
+    )
+    .await;
+    assert_eq!(condition(&vm, "Ready").unwrap()["reason"], "VMINotExists");
+    eventually("the import to start", || async {
+        let dv = get(&dvs(&client), "slow-root").await.unwrap();
+        if dv["status"]["phase"] == "ImportInProgress" {
+            Ok(())
+        } else {
+            Err(dv["status"].to_string())
+        }
+    })
+    .await;
+    assert!(get(&vmis(&client), "slow").await.is_none());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn cpu_hot_plug_migrates_to_the_new_topology() {
+    let (server, client) = start().await;
+    running_vm(&client, "cpu", None).await;
+    merge(
+        &vms(&client),
+        "cpu",
+        json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 2}}}}}}),
+    )
+    .await
+    .unwrap();
+    let vmi = eventually("currentCPUTopology to reach 2 sockets", || async {
+        let vmi = get(&vmis(&client), "cpu").await.unwrap();
+        if vmi["status"]["currentCPUTopology"]["sockets"] == 2
+            && condition(&vmi, "HotVCPUChange").is_none()
+        {
+            Ok(vmi)
+        } else {
+            Err(vmi["status"].to_string())
+        }
+    })
+    .await;
+    assert_eq!(vmi["spec"]["domain"]["cpu"]["sockets"], 2);
+    assert_eq!(vmi["status"]["migrationState"]["completed"], true);
+    let migrations = vmims(&client).list(&ListParams::default()).await.unwrap();
+    let m = &migrations.items[0];
+    assert!(
+        m.metadata
+            .name
+            .as_ref()
+            .unwrap()
+            .starts_with("kubevirt-workload-update-")
+    );
+    assert!(
+        m.metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("kubevirt.io/workloadUpdateMigration")
+    );
+    assert_eq!(m.data["status"]["phase"], "Succeeded");
+    let vm = vm_status_is(&client, "cpu", "/status/printableStatus", json!("Running")).await;
+    assert!(condition(&vm, "RestartRequired").is_none());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn cpu_decrease_needs_a_restart_which_applies_it() {
+    let (server, client) = start().await;
+    running_vm(&client, "shrink", None).await;
+    let before = get(&vmis(&client), "shrink").await.unwrap();
+    merge(
+        &vms(&client),
+        "shrink",
+        json!({"spec": {"template": {"spec": {"domain": {"cpu": {"cores": 1}}}}}}),
+    )
+    .await
+    .unwrap();
+    let vm = vm_condition(&client, "shrink", "RestartRequired").await;
+    assert_eq!(
+        condition(&vm, "RestartRequired").unwrap()["message"],
+        "a non-live-updatable field was changed in the template spec"
+    );
+    // RestartRequired blocks further live changes: a socket increase is not hot-plugged.
+    merge(
+        &vms(&client),
+        "shrink",
+        json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 2}}}}}}),
+    )
+    .await
+    .unwrap();
+    let (code, _) = subresource(&client, "virtualmachines", "shrink", "restart").await;
+    assert_eq!(code, 202);
+    let vmi = eventually("a new VMI with the new topology", || async {
+        match get(&vmis(&client), "shrink").await {
+            Some(v)
+                if v["metadata"]["uid"] != before["metadata"]["uid"]
+                    && v["status"]["phase"] == "Running" =>
+            {
+                Ok(v)
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        vmi["status"]["currentCPUTopology"],
+        json!({"sockets": 2, "cores": 1, "threads": 1})
+    );
+    let vm = vm_status_is(
+        &client,
+        "shrink",
+        "/status/printableStatus",
+        json!("Running"),
+    )
+    .await;
+    assert!(condition(&vm, "RestartRequired").is_none());
+    assert!(vm["status"].get("stateChangeRequests").is_none());
+
+    // A socket decrease on the restarted VM names its reason.
+    merge(
+        &vms(&client),
+        "shrink",
+        json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 1}}}}}}),
+    )
+    .await
+    .unwrap();
+    let vm = vm_condition(&client, "shrink", "RestartRequired").await;
+    assert_eq!(
+        condition(&vm, "RestartRequired").unwrap()["message"],
+        "Reduction of CPU socket count requires a restart"
+    );
+    // Reverting the template clears it.
+    merge(
+        &vms(&client),
+        "shrink",
+        json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 2}}}}}}),
+    )
+    .await
+    .unwrap();
+    eventually("RestartRequired to clear after the revert", || async {
+        let vm = get(&vms(&client), "shrink").await.unwrap();
+        condition(&vm, "RestartRequired").map_or(Ok(()), |c| Err(c.to_string()))
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_hot_plug_and_an_injected_failure() {
+    let (server, client) = start().await;
+    running_vm(&client, "mem", None).await;
+    merge(
+        &vms(&client),
+        "mem",
+        json!({"spec": {"template": {"spec": {"domain": {"memory": {"guest": "3Gi"}}}}}}),
+    )
+    .await
+    .unwrap();
+    eventually("guestRequested 3Gi", || async {
+        let vmi = get(&vmis(&client), "mem").await.unwrap();
+        if vmi["status"]["memory"]["guestRequested"] == "3Gi"
+            && condition(&vmi, "HotMemoryChange").is_none()
+        {
+            Ok(())
+        } else {
+            Err(vmi["status"].to_string())
+        }
+    })
+    .await;
+
+    server.faults().fail_next_memory_hotplug();
+    merge(
+        &vms(&client),
+        "mem",
+        json!({"spec": {"template": {"spec": {"domain": {"memory": {"guest": "4Gi"}}}}}}),
+    )
+    .await
+    .unwrap();
+    let vmi = eventually("HotMemoryChange=False", || async {
+        let vmi = get(&vmis(&client), "mem").await.unwrap();
+        match condition(&vmi, "HotMemoryChange") {
+            Some(c) if c["status"] == "False" => Ok(vmi.clone()),
+            _ => Err(vmi["status"].to_string()),
+        }
+    })
+    .await;
+    assert_eq!(
+        condition(&vmi, "HotMemoryChange").unwrap()["reason"],
+        "Memory Hotplug Failed"
+    );
+    assert_eq!(vmi["status"]["memory"]["guestRequested"], "3Gi");
+    let vm = vm_condition(&client, "mem", "RestartRequired").await;
+    assert_eq!(
+        condition(&vm, "RestartRequired").unwrap()["message"],
+        "memory updated in template spec. Memory-hotplug failed and is not available for this VM configuration"
+    );
+    // Below what the VM booted with is a restart too (checked on a fresh VM).
+    running_vm(&client, "mem2", None).await;
+    merge(
+        &vms(&client),
+        "mem2",
+        json!({"spec": {"template": {"spec": {"domain": {"memory": {"guest": "1Gi"}}}}}}),
+    )
+    .await
+    .unwrap();
+    let vm = vm_condition(&client, "mem2", "RestartRequired").await;
+    assert_eq!(
+        condition(&vm, "RestartRequired").unwrap()["message"],
+        "memory updated in template spec to a value lower than what the VM started with"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_non_migratable_vm_cannot_hot_plug_memory() {
+    let (server, client) = start().await;
+    let vm = running_vm(&client, "local", Some("sim-local")).await;
+    let c = condition(&vm, "LiveMigratable").unwrap();
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("DisksNotLiveMigratable"))
+    );
+    assert_eq!(
+        c["message"],
+        "cannot migrate VMI: PVC local-root is not shared, live migration requires that all PVCs must be shared (using ReadWriteMany access mode)"
+    );
+    merge(
+        &vms(&client),
+        "local",
+        json!({"spec": {"template": {"spec": {"domain": {"memory": {"guest": "4Gi"}}}}}}),
+    )
+    .await
+    .unwrap();
+    let vm = vm_condition(&client, "local", "RestartRequired").await;
+    assert_eq!(
+        condition(&vm, "RestartRequired").unwrap()["message"],
+        "memory updated in template spec. Memory-hotplug is only available for migratable VMs"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn disk_expansion_follows_the_storage_class() {
+    let (server, client) = start().await;
+    running_vm(&client, "grow", None).await;
+    let patch =
+        |size: &str| Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": size}}}}));
+    pvcs(&client)
+        .patch("grow-root", &PatchParams::default(), &patch("20Gi"))
+        .await
+        .unwrap();
+    eventually("the VMI to see 20Gi", || async {
+        let vmi = get(&vmis(&client), "grow").await.unwrap();
+        let info = &vmi["status"]["volumeStatus"][0]["persistentVolumeClaimInfo"];
+        if info["capacity"]["storage"] == "20Gi" && info["requests"]["storage"] == "20Gi" {
+            Ok(())
+        } else {
+            Err(info.to_string())
+        }
+    })
+    .await;
+    let pvc = pvcs(&client).get("grow-root").await.unwrap();
+    assert_eq!(pvc.status.unwrap().capacity.unwrap()["storage"].0, "20Gi");
+
+    let (code, reason, message) = api_error(
+        pvcs(&client)
+            .patch("grow-root", &PatchParams::default(), &patch("5Gi"))
+            .await,
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        message,
+        "PersistentVolumeClaim \"grow-root\" is invalid: spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"
+    );
+
+    // The DataVolume's spec is immutable; the PVC is what grows.
+    let (code, _, message) = api_error(
+        merge(
+            &dvs(&client),
+            "grow-root",
+            json!({"spec": {"storage": {"resources": {"requests": {"storage": "30Gi"}}}}}),
+        )
+        .await,
+    );
+    assert_eq!(code, 422);
+    assert_eq!(
+        message,
+        "admission webhook \"datavolume-validate.cdi.kubevirt.io\" denied the request:  Cannot update DataVolume Spec"
+    );
+
+    running_vm(&client, "fixed", Some("sim-local")).await;
+    let (code, reason, message) = api_error(
+        pvcs(&client)
+            .patch("fixed-root", &PatchParams::default(), &patch("20Gi"))
+            .await,
+    );
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        message,
+        "persistentvolumeclaims \"fixed-root\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn nic_hot_plug_and_unplug() {
+    let (server, client) = start().await;
+    running_vm(&client, "nic", None).await;
+    let with_net1 = |state: Option<&str>| {
+        let mut iface = json!({"name": "net1", "bridge": {}});
+        if let Some(s) = state {
+            iface["state"] = json!(s);
+        }
+        json!({"spec": {"template": {"spec": {
+            "domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}, iface]}},
+            "networks": [{"name": "default", "pod": {}}, {"name": "net1", "multus": {"networkName": "br10"}}],
+        }}}})
+    };
+    merge(&vms(&client), "nic", with_net1(None)).await.unwrap();
+    // Fully plugged: attached to the pod and the domain, and reported by the guest agent.
+    eventually("net1 in the VMI status", || async {
+        let vmi = get(&vmis(&client), "nic").await.unwrap();
+        let ifaces = vmi["status"]["interfaces"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        match ifaces.iter().find(|i| i["name"] == "net1") {
+            Some(i) if i["infoSource"] == "domain, guest-agent, multus-status" => Ok(()),
+            _ => Err(vmi["status"]["interfaces"].to_string()),
+        }
+    })
+    .await;
+    let vm = get(&vms(&client), "nic").await.unwrap();
+    assert!(condition(&vm, "RestartRequired").is_none());
+
+    merge(&vms(&client), "nic", with_net1(Some("absent")))
+        .await
+        .unwrap();
+    eventually("net1 gone from the VMI and the VM", || async {
+        let vmi = get(&vmis(&client), "nic").await.unwrap();
+        let vm = get(&vms(&client), "nic").await.unwrap();
+        let names = |v: &Value, p: &str| -> Vec<String> {
+            v.pointer(p)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let seen = (
+            names(&vmi, "/status/interfaces"),
+            names(&vmi, "/spec/domain/devices/interfaces"),
+            names(&vm, "/spec/template/spec/domain/devices/interfaces"),
+            names(&vm, "/spec/template/spec/networks"),
+        );
+        let only_default = vec!["default".to_string()];
+        if seen.0 == only_default
+            && seen.1 == only_default
+            && seen.2 == only_default
+            && seen.3 == only_default
+        {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn pause_and_unpause() {
+    let (server, client) = start().await;
+    running_vm(&client, "p", None).await;
+    let (code, _) = subresource(&client, "virtualmachineinstances", "p", "pause").await;
+    assert_eq!(code, 200);
+    let vm = vm_status_is(&client, "p", "/status/printableStatus", json!("Paused")).await;
+    assert_eq!(condition(&vm, "Paused").unwrap()["reason"], "PausedByUser");
+    let vmi = get(&vmis(&client), "p").await.unwrap();
+    assert_eq!(
+        condition(&vmi, "Paused").unwrap()["message"],
+        "VMI was paused by user"
+    );
+
+    let (code, status) = subresource(&client, "virtualmachineinstances", "p", "pause").await;
+    assert_eq!(code, 409);
+    assert_eq!(
+        status["message"],
+        "Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io \"p\": VMI is already paused"
+    );
+    let (code, _) = subresource(&client, "virtualmachineinstances", "p", "unpause").await;
+    assert_eq!(code, 200);
+    vm_status_is(&client, "p", "/status/printableStatus", json!("Running")).await;
+    let (code, status) = subresource(&client, "virtualmachineinstances", "p", "unpause").await;
+    assert_eq!((code, status["reason"].as_str()), (409, Some("Conflict")));
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("VMI is not paused")
+    );
+
+    // A restart loses the pause.
+    subresource(&client, "virtualmachineinstances", "p", "pause").await;
+    vm_status_is(&client, "p", "/status/printableStatus", json!("Paused")).await;
+    let old_uid = get(&vmis(&client), "p").await.unwrap()["metadata"]["uid"].clone();
+    assert_eq!(
+        subresource(&client, "virtualmachines", "p", "restart")
+            .await
+            .0,
+        202
+    );
+    eventually("a new, unpaused VMI", || async {
+        let vm = get(&vms(&client), "p").await.unwrap();
+        let vmi = get(&vmis(&client), "p").await;
+        match vmi {
+            Some(i)
+                if i["metadata"]["uid"] != old_uid
+                    && vm["status"]["printableStatus"] == "Running" =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{} {other:?}", vm["status"]["printableStatus"])),
+        }
+    })
+    .await;
+    let (code, status) = subresource(&client, "virtualmachineinstances", "nope", "pause").await;
+    assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn start_stop_and_restart_rewrite_the_run_strategy() {
+    let (server, client) = start().await;
+    running_vm(&client, "life", None).await;
+    let (code, status) = subresource(&client, "virtualmachines", "life", "start").await;
+    assert_eq!(code, 409);
+    assert_eq!(
+        status["message"],
+        "Operation cannot be fulfilled on virtualmachine.kubevirt.io \"life\": VM is already running"
+    );
+    assert_eq!(
+        subresource(&client, "virtualmachines", "life", "stop")
+            .await
+            .0,
+        202
+    );
+    let vm = vm_status_is(&client, "life", "/status/printableStatus", json!("Stopped")).await;
+    assert_eq!(vm["spec"]["runStrategy"], "Halted");
+    assert!(get(&vmis(&client), "life").await.is_none());
+    let (code, status) = subresource(&client, "virtualmachines", "life", "stop").await;
+    assert_eq!(code, 409);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("VM is not running")
+    );
+    let (code, status) = subresource(&client, "virtualmachines", "life", "restart").await;
+    assert_eq!(code, 409);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Halted does not support manual restart requests")
+    );
+
+    assert_eq!(
+        subresource(&client, "virtualmachines", "life", "start")
+            .await
+            .0,
+        202
+    );
+    let vm = vm_status_is(&client, "life", "/status/printableStatus", json!("Running")).await;
+    assert_eq!(vm["spec"]["runStrategy"], "Always");
+
+    // Manual: start and stop are state change requests, the strategy stays.
+    merge(
+        &vms(&client),
+        "life",
+        json!({"spec": {"runStrategy": "Manual"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        subresource(&client, "virtualmachines", "life", "stop")
+            .await
+            .0,
+        202
+    );
+    let vm = vm_status_is(&client, "life", "/status/printableStatus", json!("Stopped")).await;
+    assert_eq!(vm["spec"]["runStrategy"], "Manual");
+    assert_eq!(
+        subresource(&client, "virtualmachines", "life", "start")
+            .await
+            .0,
+        202
+    );
+    let vm = vm_status_is(&client, "life", "/status/printableStatus", json!("Running")).await;
+    assert_eq!(vm["spec"]["runStrategy"], "Manual");
+    assert!(vm["status"].get("stateChangeRequests").is_none());
+
+    assert_eq!(
+        subresource(&client, "virtualmachines", "life", "migrate")
+            .await
+            .0,
+        202
+    );
+    eventually("the manual migration to succeed", || async {
+        let list = vmims(&client).list(&ListParams::default()).await.unwrap();
+        match list.items.iter().find(|m| {
+            m.metadata
+                .name
+                .as_ref()
+                .unwrap()
+                .starts_with("kubevirt-migrate-vm-")
+        }) {
+            Some(m) if m.data["status"]["phase"] == "Succeeded" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn webhooks_reject_with_kubevirts_messages_on_every_write_path() {
+    let (server, client) = start().await;
+    let denied = |r: kube::Result<DynamicObject>| {
+        let (code, reason, message) = api_error(r);
+        assert_eq!((code, reason.as_str()), (422, "Invalid"), "{message}");
+        message
+    };
+    let mut too_many = vm_manifest("big", None);
+    too_many["spec"]["template"]["spec"]["domain"]["cpu"]["maxSockets"] = json!(2);
+    too_many["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"] = json!(3);
+    let obj: DynamicObject = serde_json::from_value(too_many.clone()).unwrap();
+    let sockets = "admission webhook \"virtualmachine-validator.kubevirt.io\" denied the request: Number of sockets in CPU topology is greater than the maximum sockets allowed";
+    assert_eq!(
+        denied(vms(&client).create(&PostParams::default(), &obj).await),
+        sockets
+    );
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    assert_eq!(denied(vms(&client).create(&dry, &obj).await), sockets);
+
+    let mut both = vm_manifest("both", None);
+    both["spec"]["running"] = json!(true);
+    let obj: DynamicObject = serde_json::from_value(both).unwrap();
+    assert_eq!(
+        denied(vms(&client).create(&PostParams::default(), &obj).await),
+        "admission webhook \"virtualmachine-validator.kubevirt.io\" denied the request: Running and RunStrategy are mutually exclusive. Note that Running is deprecated, please use RunStrategy instead"
+    );
+
+    create_vm(&client, vm_manifest("ok", None)).await;
+    let absent = json!({"spec": {"template": {"spec": {"domain": {"devices": {"interfaces": [
+        {"name": "default", "masquerade": {}, "state": "absent"}]}}}}}});
+    let message = denied(merge(&vms(&client), "ok", absent.clone()).await);
+    assert!(
+        message.contains(
+            "\"default\" interface's state \"absent\" is supported only for bridge binding"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("is not supported on default networks"),
+        "{message}"
+    );
+    let dry_patch = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    denied(
+        vms(&client)
+            .patch("ok", &dry_patch, &Patch::Merge(absent))
+            .await,
+    );
+
+    let unaligned = json!({"spec": {"template": {"spec": {"domain": {"memory": {"guest": "1025Mi", "maxGuest": "8Gi"}}}}}});
+    assert_eq!(
+        denied(merge(&vms(&client), "ok", unaligned).await),
+        "admission webhook \"virtualmachine-validator.kubevirt.io\" denied the request: Guest memory must be 2Mi aligned"
+    );
+
+    vm_status_is(&client, "ok", "/status/printableStatus", json!("Running")).await;
+    let message = denied(
+        merge(
+            &vmis(&client),
+            "ok",
+            json!({"spec": {"domain": {"cpu": {"maxSockets": 16}}}}),
+        )
+        .await,
+    );
+    assert_eq!(
+        message,
+        "admission webhook \"virtualmachineinstances-update-validator.kubevirt.io\" denied the request: CPU topology maxSockets changed"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn faults_stuck_migrations_and_a_missing_guest_agent() {
+    let (server, client) = start().await;
+    server.faults().set_guest_agent("default", "quiet", false);
+    let vm = running_vm(&client, "quiet", None).await;
+    assert!(condition(&vm, "AgentConnected").is_none());
+    let vmi = get(&vmis(&client), "quiet").await.unwrap();
+    assert_eq!(vmi["status"]["interfaces"][0]["infoSource"], "domain");
+
+    server.faults().set_migrations_stuck(true);
+    merge(
+        &vms(&client),
+        "quiet",
+        json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 2}}}}}}),
+    )
+    .await
+    .unwrap();
+    vm_status_is(
+        &client,
+        "quiet",
+        "/status/printableStatus",
+        json!("Migrating"),
+    )
+    .await;
+    let vm = get(&vms(&client), "quiet").await.unwrap();
+    assert_eq!(condition(&vm, "HotVCPUChange").unwrap()["status"], "True");
+    server.faults().set_migrations_stuck(false);
+    vm_status_is(
+        &client,
+        "quiet",
+        "/status/printableStatus",
+        json!("Running"),
+    )
+    .await;
+    let vmi = get(&vmis(&client), "quiet").await.unwrap();
+    assert_eq!(vmi["status"]["currentCPUTopology"]["sockets"], 2);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_seed_and_the_subresource_group_are_discoverable() {
+    let (server, client) = start().await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kubevirt.io", "v1", "KubeVirt"),
+        "kubevirts",
+    );
+    let kv: Api<DynamicObject> = Api::namespaced_with(client.clone(), "kubevirt", &ar);
+    let cr = kv.get("kubevirt").await.unwrap();
+    assert_eq!(
+        cr.data["spec"]["workloadUpdateStrategy"]["workloadUpdateMethods"],
+        json!(["LiveMigrate"])
+    );
+    assert_eq!(
+        cr.data["spec"]["configuration"]["vmRolloutStrategy"],
+        "LiveUpdate"
+    );
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    assert_eq!(
+        classes
+            .get("sim-shared")
+            .await
+            .unwrap()
+            .allow_volume_expansion,
+        Some(true)
+    );
+    assert_eq!(
+        classes
+            .get("sim-local")
+            .await
+            .unwrap()
+            .allow_volume_expansion,
+        Some(false)
+    );
+
+    // kube-rs' discovery copes with a group of subresources only, as with real KubeVirt.
+    kube::discovery::Discovery::new(client.clone())
+        .run()
+        .await
+        .unwrap();
+    let get = |path: &str| axum::http::Request::get(path).body(Vec::new()).unwrap();
+    let groups = client.request_text(get("/apis")).await.unwrap();
+    assert!(groups.contains("subresources.kubevirt.io/v1"), "{groups}");
+    let resources = client
+        .request_text(get("/apis/subresources.kubevirt.io/v1"))
+        .await
+        .unwrap();
+    assert!(resources.contains("virtualmachines/restart"), "{resources}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_settled_cluster_stops_writing() {
+    let (server, client) = start().await;
+    running_vm(&client, "idle", None).await;
+    vm_condition(&client, "idle", "AgentConnected").await;
+    // A standalone VMI runs too, with the VMI webhook's defaults.
+    let vmi: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "solo"},
+        "spec": {"domain": {"resources": {"requests": {"memory": "1Gi"}}, "devices": {}}},
+    }))
+    .unwrap();
+    let created = vmis(&client)
+        .create(&PostParams::default(), &vmi)
+        .await
+        .unwrap();
+    assert_eq!(created.data["spec"]["domain"]["cpu"]["maxSockets"], 4);
+    assert_eq!(created.data["status"]["memory"]["guestAtBoot"], "1Gi");
+    eventually("the standalone VMI to run", || async {
+        let v = get(&vmis(&client), "solo").await.unwrap();
+        if v["status"]["phase"] == "Running" && condition(&v, "AgentConnected").is_some() {
+            Ok(())
+        } else {
+            Err(v["status"].to_string())
+        }
+    })
+    .await;
+    // Every timer has fired: a pass that changes nothing must not write (no busy loop). The
+    // pause spans many simulated minutes at this speed.
+    let before = server.shared().store().revision();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.shared().store().revision(), before);
+    server.shutdown().await.unwrap();
+}
