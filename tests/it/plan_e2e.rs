@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
-use kube::{Client, Config};
 use serde_json::{Value, json};
-use wukong::sim::Server;
+use wukong::sim::{Config, Server};
 
-use crate::support::{root, wukong};
+use crate::support::{eventually, root, wukong};
 
 async fn run(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
@@ -34,6 +34,53 @@ fn resource(manifest: &Value) -> ApiResource {
             ApiResource::from_gvk_with_plural(&gvk, "network-attachment-definitions")
         }
         _ => ApiResource::from_gvk(&gvk),
+    }
+}
+
+/// The example fleet's storage class, as a cluster would offer it: shared, expandable.
+async fn create_storage_class(client: &Client) {
+    let api: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "storage.k8s.io",
+            "v1",
+            "StorageClass",
+        )),
+    );
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "ceph-rbd"},
+            "provisioner": "rbd.csi.ceph.com", "allowVolumeExpansion": true
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Wait until every VM of the fleet has settled (running, paused or stopped).
+async fn settled(client: &Client, vms: &[(&str, &str)]) {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "kubevirt.io",
+        "v1",
+        "VirtualMachine",
+    ));
+    for (ns, name) in vms {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+        eventually(&format!("vm {ns}/{name} settled"), || async {
+            let vm = serde_json::to_value(api.get(name).await.map_err(|e| e.to_string())?)
+                .unwrap_or_default();
+            match vm
+                .pointer("/status/printableStatus")
+                .and_then(Value::as_str)
+            {
+                Some("Running" | "Paused" | "Stopped") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
     }
 }
 
@@ -104,8 +151,11 @@ fn json_steps(out: &Output) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_reads_the_cluster_and_shows_fleet_edits() {
-    let server = Server::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let client = Client::try_from(Config::new(server.url().parse().unwrap())).unwrap();
+    let server = Server::start_with("127.0.0.1:0".parse().unwrap(), Config::fast())
+        .await
+        .unwrap();
+    let client = Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
+    create_storage_class(&client).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
@@ -135,8 +185,22 @@ async fn plan_reads_the_cluster_and_shows_fleet_edits() {
     assert_eq!(steps[0].1, "nad-create");
     assert!(steps.iter().all(|s| s.2 == "create"));
 
-    // Once the fleet is in the cluster, the plan is empty (exit 0).
+    // Once the fleet is in the cluster and its VMs have started, the plan is empty (exit 0).
     create_rendered(&client, &fleet).await;
+    settled(
+        &client,
+        &[
+            ("databases", "pg-primary"),
+            ("databases", "reporting"),
+            ("databases", "batch-etl"),
+            ("web", "web-0"),
+            ("web", "web-1"),
+            ("web", "web-2"),
+            ("nfv", "dpdk-0"),
+            ("nfv", "dpdk-1"),
+        ],
+    )
+    .await;
     let out = run(vec![
         "plan".into(),
         f.clone(),

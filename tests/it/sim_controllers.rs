@@ -2,7 +2,6 @@
 //! loopback HTTP at [`Config::fast`] speed: each test asserts the observable status the facts
 //! page names. Waits poll with a bounded timeout, never a fixed sleep.
 
-use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -14,11 +13,7 @@ use kube::{Client, Config as KubeConfig};
 use serde_json::{Value, json};
 use wukong::sim::{Config, Server, Timing};
 
-/// How long a test waits for the simulation to reach a state: generous, since the machine is
-/// shared; a passing run takes a fraction of it.
-const WAIT: Duration = Duration::from_secs(30);
-/// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(20);
+use crate::support::eventually;
 
 async fn start_with(config: Config) -> (Server, Client) {
     let server = Server::start_with("127.0.0.1:0".parse().unwrap(), config)
@@ -78,24 +73,6 @@ async fn get(api: &Api<DynamicObject>, name: &str) -> Option<Value> {
         .await
         .unwrap()
         .map(|o| serde_json::to_value(o).unwrap())
-}
-
-/// Poll `check` until it returns `Ok`; on timeout, fail with its last `Err` (what it saw).
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(seen) if tokio::time::Instant::now() > deadline => {
-                panic!("timed out waiting for {what}; last saw: {seen}")
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
 }
 
 fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {

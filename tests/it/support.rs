@@ -37,3 +37,27 @@ pub fn wukong(args: &[&str], cwd: &Path) -> Output {
         .output()
         .expect("run wukong")
 }
+
+/// How long a test waits for the simulated cluster to reach a state: far above the tens of
+/// milliseconds it takes at `Config::fast` speed, so a loaded CI machine does not flake.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a waiting test polls.
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Poll `check` until it returns `Ok`; on timeout, fail with its last `Err` (what it saw).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(seen) if tokio::time::Instant::now() > deadline => {
+                panic!("timed out waiting for {what}; last saw: {seen}")
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
