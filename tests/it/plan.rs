@@ -191,6 +191,7 @@ fn the_design_table_rows() {
         row(downgrade, "app", C::Cpu, K::Restart);
     }
     row("downgrade-max-guest", "app", C::Memory, K::Restart);
+    row("downgrade-max-sockets", "app", C::Cpu, K::Restart);
     row(
         "downgrade-memory-hotplug-failed",
         "app",
