@@ -13,6 +13,7 @@
 //! clock, no network), so they are tested with plain unit and snapshot tests. I/O lives at the
 //! edges: [`source`] reads files, the CLI in `main.rs` is a thin shell.
 
+pub mod apply;
 pub mod cli;
 pub mod fleet;
 pub mod identity;
