@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::discovery;
 use super::resources::{self, ResourceDef};
 use super::selector::{self, FieldSelector, LabelSelector};
-use super::store::{self, ListOptions, Patch, Preconditions, Store, Target};
+use super::store::{self, ApplyOptions, ListOptions, Patch, Preconditions, Store, Target, Write};
 
 /// How long a watch runs when the client gives no `timeoutSeconds`: the API server's default
 /// minimum request timeout (30 minutes).
@@ -38,6 +38,12 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 /// largest object etcd stores (1.5 MiB) in any encoding.
 const MAX_REQUEST_BODY: usize = 3 * 1024 * 1024;
 
+/// Patch media types a custom resource takes: no strategic merge patch, as on a real cluster.
+const CUSTOM_PATCH_TYPES: &str =
+    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml";
+/// Patch media types a built-in kind takes.
+const BUILTIN_PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json";
+
 /// Errors of a request, each answered as a Kubernetes `Status`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,10 +55,12 @@ pub enum Error {
     NoRoute,
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
-    #[error(
-        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json"
-    )]
-    UnsupportedMediaType,
+    /// A patch content type the resource does not take; lists the ones it does.
+    #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
+    UnsupportedMediaType(&'static str),
+    /// Invalid `PatchOptions` (fieldManager missing for apply, force without apply).
+    #[error("PatchOptions.meta.k8s.io \"\" is invalid: {0}")]
+    InvalidPatchOptions(String),
     #[error("the request body is larger than {MAX_REQUEST_BODY} bytes")]
     TooLarge,
     #[error("{0}")]
@@ -107,6 +115,14 @@ impl Error {
                 (StatusCode::UNPROCESSABLE_ENTITY, "Invalid", Value::Null)
             }
             Error::Store(S::Gone { .. }) => (StatusCode::GONE, "Expired", Value::Null),
+            Error::Store(S::ApplyConflict { causes, .. }) => (
+                StatusCode::CONFLICT,
+                "Conflict",
+                json!({"causes": causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect::<Vec<_>>()}),
+            ),
             Error::Store(S::BadRequest(_)) | Error::Selector(_) | Error::BadRequest(_) => {
                 (StatusCode::BAD_REQUEST, "BadRequest", Value::Null)
             }
@@ -121,7 +137,12 @@ impl Error {
                 "RequestEntityTooLarge",
                 Value::Null,
             ),
-            Error::UnsupportedMediaType => (
+            Error::InvalidPatchOptions(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                json!({"group": "meta.k8s.io", "kind": "PatchOptions"}),
+            ),
+            Error::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
                 Value::Null,
@@ -424,8 +445,14 @@ fn resource(
                 _ => return Err(Error::MethodNotAllowed),
             };
             let dry = dry_run(query)?;
+            field_validation(query)?;
             let object = parse_body(body)?;
-            let created = shared.write(|s| s.create(r, &namespace, object, dry))?;
+            let manager = write_manager(query, headers);
+            let write = Write {
+                dry_run: dry,
+                manager: manager.as_deref(),
+            };
+            let created = shared.write(|s| s.create_with(r, &namespace, object, write))?;
             ok(StatusCode::CREATED, created)
         }
         (Scope::Collection(_), _) => Err(Error::MethodNotAllowed),
@@ -442,17 +469,66 @@ fn resource(
                 Method::GET => ok(StatusCode::OK, shared.store().get(r, &namespace, &name)?),
                 Method::PUT => {
                     let dry = dry_run(query)?;
+                    field_validation(query)?;
                     let object = parse_body(body)?;
-                    let updated =
-                        shared.write(|s| s.update(r, &namespace, &name, object, target, dry))?;
+                    let manager = write_manager(query, headers);
+                    let write = Write {
+                        dry_run: dry,
+                        manager: manager.as_deref(),
+                    };
+                    let updated = shared
+                        .write(|s| s.update_with(r, &namespace, &name, object, target, write))?;
                     ok(StatusCode::OK, updated)
                 }
                 Method::PATCH => {
                     let dry = dry_run(query)?;
-                    let patch = decode_patch(headers, body)?;
-                    let patched =
-                        shared.write(|s| s.patch(r, &namespace, &name, &patch, target, dry))?;
-                    ok(StatusCode::OK, patched)
+                    field_validation(query)?;
+                    let manager = query.get("fieldManager").filter(|m| !m.is_empty());
+                    let force = match query.get("force").map(String::as_str) {
+                        None => None,
+                        Some("true" | "1") => Some(true),
+                        Some(_) => Some(false),
+                    };
+                    match decode_patch(r, headers, body)? {
+                        PatchBody::Apply(config) => {
+                            let Some(manager) = manager else {
+                                return Err(Error::InvalidPatchOptions(
+                                    "fieldManager: Required value: is required for apply patch"
+                                        .into(),
+                                ));
+                            };
+                            let opts = ApplyOptions {
+                                manager,
+                                force: force.unwrap_or(false),
+                                dry_run: dry,
+                            };
+                            let (obj, created) = shared
+                                .write(|s| s.apply(r, &namespace, &name, config, target, opts))?;
+                            let code = if created {
+                                StatusCode::CREATED
+                            } else {
+                                StatusCode::OK
+                            };
+                            ok(code, obj)
+                        }
+                        PatchBody::Patch(patch) => {
+                            if force.is_some() {
+                                return Err(Error::InvalidPatchOptions(
+                                    "force: Forbidden: may not be specified for non-apply patch"
+                                        .into(),
+                                ));
+                            }
+                            let agent = user_agent_manager(headers);
+                            let write = Write {
+                                dry_run: dry,
+                                manager: manager.map(String::as_str).or(agent.as_deref()),
+                            };
+                            let patched = shared.write(|s| {
+                                s.patch_with(r, &namespace, &name, &patch, target, write)
+                            })?;
+                            ok(StatusCode::OK, patched)
+                        }
+                    }
                 }
                 Method::DELETE if !status => {
                     let options = if body.is_empty() {
@@ -507,21 +583,76 @@ fn delete_success(r: &ResourceDef, name: &str, deleted: &Value) -> Value {
     })
 }
 
-fn decode_patch(headers: &HeaderMap, body: &Bytes) -> Result<Patch, Error> {
+/// A PATCH body: an apply configuration or a patch.
+enum PatchBody {
+    Apply(Value),
+    Patch(Patch),
+}
+
+fn decode_patch(r: &ResourceDef, headers: &HeaderMap, body: &Bytes) -> Result<PatchBody, Error> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let media = content_type.split(';').next().unwrap_or_default().trim();
+    let accepted = if r.custom {
+        CUSTOM_PATCH_TYPES
+    } else {
+        BUILTIN_PATCH_TYPES
+    };
     match media {
-        "application/merge-patch+json" => Ok(Patch::Merge(parse_body(body)?)),
+        "application/merge-patch+json" => Ok(PatchBody::Patch(Patch::Merge(parse_body(body)?))),
         "application/json-patch+json" => {
             let ops = serde_json::from_slice(body)
                 .map_err(|e| Error::BadRequest(format!("unable to decode the JSON patch: {e}")))?;
-            Ok(Patch::Json(ops))
+            Ok(PatchBody::Patch(Patch::Json(ops)))
         }
-        _ => Err(Error::UnsupportedMediaType),
+        "application/strategic-merge-patch+json" if !r.custom => {
+            Ok(PatchBody::Patch(Patch::Strategic(parse_body(body)?)))
+        }
+        "application/apply-patch+yaml" => {
+            let config: Value = serde_yaml::from_slice(body)
+                .map_err(|e| Error::BadRequest(format!("error decoding YAML: {e}")))?;
+            if !config.is_object() {
+                return Err(Error::BadRequest(
+                    "error decoding YAML: the apply configuration must be an object".into(),
+                ));
+            }
+            Ok(PatchBody::Apply(config))
+        }
+        _ => Err(Error::UnsupportedMediaType(accepted)),
     }
+}
+
+/// The `fieldValidation` parameter: accepted (the simulator prunes nothing and rejects no
+/// unknown field), but only with a value the API server knows.
+fn field_validation(query: &HashMap<String, String>) -> Result<(), Error> {
+    match query.get("fieldValidation").map(String::as_str) {
+        None | Some("" | "Ignore" | "Warn" | "Strict") => Ok(()),
+        Some(other) => Err(Error::BadRequest(format!(
+            "fieldValidation must be one of Ignore, Warn, Strict, got {other:?}"
+        ))),
+    }
+}
+
+/// The field manager of a create, update or patch: `fieldManager`, else the User-Agent up to
+/// its first `/` (`kubectl`, `kube`), as the API server derives it.
+fn write_manager(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<String> {
+    query
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .or_else(|| user_agent_manager(headers))
+}
+
+fn user_agent_manager(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(String::from)
 }
 
 /// One line of a watch stream.
@@ -777,7 +908,7 @@ mod tests {
                 "code": 404,
             })
         );
-        let (code, status) = Error::UnsupportedMediaType.status();
+        let (code, status) = Error::UnsupportedMediaType(CUSTOM_PATCH_TYPES).status();
         assert_eq!(code.as_u16(), 415);
         assert_eq!(status["reason"], "UnsupportedMediaType");
     }

@@ -8,10 +8,13 @@
 //! the crate.
 
 pub mod api;
+pub mod apply;
 pub mod discovery;
+pub mod fieldpath;
 pub mod resources;
 pub mod selector;
 pub mod store;
+pub mod strategic;
 pub mod validation;
 
 use std::net::SocketAddr;
