@@ -7,4 +7,5 @@ mod cli;
 mod injection;
 mod render;
 mod sim;
+mod sim_api;
 mod support;
