@@ -58,9 +58,9 @@ pub enum Error {
     /// A patch content type the resource does not take; lists the ones it does.
     #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
     UnsupportedMediaType(&'static str),
-    /// Invalid `PatchOptions` (fieldManager missing for apply, force without apply).
-    #[error("PatchOptions.meta.k8s.io \"\" is invalid: {0}")]
-    InvalidPatchOptions(String),
+    /// Invalid request options (`PatchOptions`, `DeleteOptions`): the kind and the cause.
+    #[error("{0}.meta.k8s.io \"\" is invalid: {1}")]
+    InvalidOptions(&'static str, String),
     #[error("the request body is larger than {MAX_REQUEST_BODY} bytes")]
     TooLarge,
     #[error("{0}")]
@@ -137,10 +137,10 @@ impl Error {
                 "RequestEntityTooLarge",
                 Value::Null,
             ),
-            Error::InvalidPatchOptions(_) => (
+            Error::InvalidOptions(kind, _) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
-                json!({"group": "meta.k8s.io", "kind": "PatchOptions"}),
+                json!({"group": "meta.k8s.io", "kind": kind}),
             ),
             Error::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -455,6 +455,34 @@ fn resource(
             let created = shared.write(|s| s.create_with(r, &namespace, object, write))?;
             ok(StatusCode::CREATED, created)
         }
+        (Scope::Collection(ns), Method::DELETE) => {
+            if r.namespaced && ns.is_none() {
+                return Err(Error::MethodNotAllowed);
+            }
+            let selection = ListOptions {
+                labels: LabelSelector::parse(
+                    query.get("labelSelector").map_or("", String::as_str),
+                )?,
+                fields: FieldSelector::parse(
+                    query.get("fieldSelector").map_or("", String::as_str),
+                    resources::selectable_fields(r),
+                )?,
+                ..ListOptions::default()
+            };
+            let opts = delete_options(query, body)?;
+            let items =
+                shared.write(|s| s.delete_collection(r, ns.as_deref(), &selection, &opts))?;
+            let revision = shared.store().revision();
+            ok(
+                StatusCode::OK,
+                json!({
+                    "apiVersion": r.api_version(),
+                    "kind": format!("{}List", r.kind),
+                    "metadata": {"resourceVersion": revision.to_string()},
+                    "items": items,
+                }),
+            )
+        }
         (Scope::Collection(_), _) => Err(Error::MethodNotAllowed),
         (
             Scope::Object {
@@ -492,7 +520,8 @@ fn resource(
                     match decode_patch(r, headers, body)? {
                         PatchBody::Apply(config) => {
                             let Some(manager) = manager else {
-                                return Err(Error::InvalidPatchOptions(
+                                return Err(Error::InvalidOptions(
+                                    "PatchOptions",
                                     "fieldManager: Required value: is required for apply patch"
                                         .into(),
                                 ));
@@ -513,7 +542,8 @@ fn resource(
                         }
                         PatchBody::Patch(patch) => {
                             if force.is_some() {
-                                return Err(Error::InvalidPatchOptions(
+                                return Err(Error::InvalidOptions(
+                                    "PatchOptions",
                                     "force: Forbidden: may not be specified for non-apply patch"
                                         .into(),
                                 ));
@@ -531,38 +561,77 @@ fn resource(
                     }
                 }
                 Method::DELETE if !status => {
-                    let options = if body.is_empty() {
-                        Value::Null
+                    let opts = delete_options(query, body)?;
+                    let deleted = shared.write(|s| s.delete_with(r, &namespace, &name, &opts))?;
+                    if !deleted.finished {
+                        ok(StatusCode::ACCEPTED, deleted.object)
+                    } else if resources::delete_returns_object(r) {
+                        ok(StatusCode::OK, deleted.object)
                     } else {
-                        parse_body(body)?
-                    };
-                    let body_dry = options
-                        .get("dryRun")
-                        .and_then(Value::as_array)
-                        .is_some_and(|a| a.iter().any(|v| v == "All"));
-                    let dry = dry_run(query)? || body_dry;
-                    let text = |field: &str| {
-                        options
-                            .pointer(&format!("/preconditions/{field}"))
-                            .and_then(Value::as_str)
-                            .map(String::from)
-                    };
-                    let preconditions = Preconditions {
-                        uid: text("uid"),
-                        resource_version: text("resourceVersion"),
-                    };
-                    let deleted =
-                        shared.write(|s| s.delete(r, &namespace, &name, &preconditions, dry))?;
-                    if resources::delete_returns_object(r) {
-                        ok(StatusCode::OK, deleted)
-                    } else {
-                        ok(StatusCode::OK, delete_success(r, &name, &deleted))
+                        ok(StatusCode::OK, delete_success(r, &name, &deleted.object))
                     }
                 }
                 _ => Err(Error::MethodNotAllowed),
             }
         }
     }
+}
+
+/// `DeleteOptions` from the body and the query: dry run, preconditions, propagation policy
+/// (`orphanDependents`, deprecated, maps to Orphan or Background).
+fn delete_options(
+    query: &HashMap<String, String>,
+    body: &Bytes,
+) -> Result<store::DeleteOptions, Error> {
+    let options = if body.is_empty() {
+        Value::Null
+    } else {
+        parse_body(body)?
+    };
+    let body_dry = options
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let text = |field: &str| {
+        options
+            .pointer(&format!("/preconditions/{field}"))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    let policy = options
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or(query.get("propagationPolicy").map(String::as_str))
+        .filter(|p| !p.is_empty());
+    let orphan = options
+        .get("orphanDependents")
+        .and_then(Value::as_bool)
+        .or(query.get("orphanDependents").map(|v| v == "true"));
+    let propagation = match (policy, orphan) {
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidOptions(
+                "DeleteOptions",
+                "propagationPolicy: Invalid value: \"null\": orphanDependents and deletionPropagation cannot be both set".into(),
+            ));
+        }
+        (Some(p), None) => Some(store::Propagation::parse(p).ok_or_else(|| {
+            Error::InvalidOptions(
+                "DeleteOptions",
+                format!("propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""),
+            )
+        })?),
+        (None, Some(true)) => Some(store::Propagation::Orphan),
+        (None, Some(false)) => Some(store::Propagation::Background),
+        (None, None) => None,
+    };
+    Ok(store::DeleteOptions {
+        preconditions: Preconditions {
+            uid: text("uid"),
+            resource_version: text("resourceVersion"),
+        },
+        propagation,
+        dry_run: dry_run(query)? || body_dry,
+    })
 }
 
 /// The `Status` a successful delete answers with for kinds that do not return the object.

@@ -16,6 +16,10 @@ use super::apply::{self, Managers};
 use super::fieldpath::Schema;
 use super::resources::{self, ResourceDef};
 use super::selector::{FieldSelector, LabelSelector};
+#[path = "deletion.rs"]
+mod deletion;
+pub use deletion::{DeleteOptions, Deleted, Propagation};
+
 use super::validation::{
     validate_dns_label, validate_dns_subdomain, validate_label_key, validate_label_value,
 };
@@ -432,7 +436,7 @@ impl Store {
         };
         meta.insert("name".into(), Value::String(name.clone()));
         validate_metadata(r, &name, meta)?;
-        self.check_namespace_exists(r, namespace)?;
+        self.check_namespace_exists(r, namespace, &name)?;
         let key = (scope(r, namespace), name.clone());
         if self.map(r).is_some_and(|m| m.contains_key(&key)) {
             return Err(Error::AlreadyExists { resource: r, name });
@@ -502,7 +506,11 @@ impl Store {
         target: Target,
         write: Write<'_>,
     ) -> Result<Value, Error> {
-        self.update_inner(r, namespace, name, object, target, write, None)
+        let updated = self.update_inner(r, namespace, name, object, target, write, None)?;
+        if !write.dry_run {
+            self.collect_garbage();
+        }
+        Ok(updated)
     }
 
     #[allow(clippy::too_many_arguments)] // the public forms take fewer
@@ -842,11 +850,14 @@ impl Store {
             .map_err(|e| apply_error(r, name, e))?;
         let updated =
             self.update_inner(r, namespace, name, merged, target, write, Some(managers))?;
+        if !opts.dry_run {
+            self.collect_garbage();
+        }
         Ok((updated, false))
     }
 
-    /// Delete an object, checking the optional uid and resourceVersion preconditions. Deleting a
-    /// namespace deletes everything in it at once (no Terminating phase yet).
+    /// Delete an object (background propagation), checking the optional uid and
+    /// resourceVersion preconditions; see [`Store::delete_with`].
     pub fn delete(
         &mut self,
         r: &'static ResourceDef,
@@ -855,59 +866,21 @@ impl Store {
         preconditions: &Preconditions,
         dry_run: bool,
     ) -> Result<Value, Error> {
-        let old = self.get(r, namespace, name)?;
-        for (field, want) in [
-            ("uid", &preconditions.uid),
-            ("resourceVersion", &preconditions.resource_version),
-        ] {
-            let Some(want) = want else { continue };
-            let have = old
-                .pointer(&format!("/metadata/{field}"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if want != have {
-                let label = if field == "uid" {
-                    "UID"
-                } else {
-                    "ResourceVersion"
-                };
-                return Err(Error::Conflict {
-                    resource: r,
-                    name: name.to_string(),
-                    reason: format!(
-                        "Precondition failed: {label} in precondition: {want}, {label} in object meta: {have}"
-                    ),
-                });
-            }
-        }
-        if r == resources::namespaces() && UNDELETABLE_NAMESPACES.contains(&name) {
-            return Err(Error::Forbidden {
-                resource: r,
-                name: name.to_string(),
-                reason: "this namespace may not be deleted".into(),
-            });
-        }
-        if dry_run {
-            return Ok(old);
-        }
-        if r == resources::namespaces() {
-            for inner in resources::RESOURCES.iter().filter(|d| d.namespaced) {
-                let names: Vec<String> = self
-                    .map(inner)
-                    .into_iter()
-                    .flatten()
-                    .filter(|((ns, _), _)| ns == name)
-                    .map(|((_, n), _)| n.clone())
-                    .collect();
-                for n in names {
-                    self.remove(inner, name, &n);
-                }
-            }
-        }
-        Ok(self.remove(r, namespace, name).unwrap_or(old))
+        let opts = DeleteOptions {
+            preconditions: preconditions.clone(),
+            propagation: None,
+            dry_run,
+        };
+        self.delete_with(r, namespace, name, &opts)
+            .map(|d| d.object)
     }
 
-    fn remove(&mut self, r: &'static ResourceDef, namespace: &str, name: &str) -> Option<Value> {
+    pub(crate) fn remove(
+        &mut self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
         let key = (scope(r, namespace), name.to_string());
         let mut obj = self.objects.get_mut(&id(r))?.remove(&key)?;
         self.revision += 1;
@@ -946,21 +919,34 @@ impl Store {
             .collect())
     }
 
-    fn check_namespace_exists(&self, r: &ResourceDef, namespace: &str) -> Result<(), Error> {
+    fn check_namespace_exists(
+        &self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), Error> {
         if !r.namespaced {
             return Ok(());
         }
         let ns = resources::namespaces();
-        if self
+        match self
             .map(ns)
-            .is_some_and(|m| m.contains_key(&(String::new(), namespace.to_string())))
+            .and_then(|m| m.get(&(String::new(), namespace.to_string())))
         {
-            Ok(())
-        } else {
-            Err(Error::NotFound {
+            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                Err(Error::Forbidden {
+                    resource: r,
+                    name: name.to_string(),
+                    reason: format!(
+                        "unable to create new content in namespace {namespace} because it is being terminated"
+                    ),
+                })
+            }
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound {
                 resource: ns,
                 name: namespace.to_string(),
-            })
+            }),
         }
     }
 

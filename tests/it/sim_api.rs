@@ -3,9 +3,10 @@
 //! (finalizers, propagation, garbage collection, deletecollection), fault injection and state
 //! that survives a restart.
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
 };
 use kube::{Client, Config};
 use serde_json::{Value, json};
@@ -386,5 +387,272 @@ async fn strategic_merge_patch_on_a_pvc() {
         spec.resources.unwrap().requests.unwrap()["storage"].0,
         "2Gi"
     );
+    server.shutdown().await.unwrap();
+}
+
+fn datavolumes(client: &Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "cdi.kubevirt.io",
+        "v1beta1",
+        "DataVolume",
+    ));
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+/// A VM, a DataVolume it owns and a PVC the DataVolume owns, as KubeVirt and CDI chain them.
+async fn owned_chain(client: &Client, ns: &str, dv_finalizers: Value) -> (String, String) {
+    let vm = vms(client, ns)
+        .patch(
+            "vm",
+            &wukong(),
+            &Patch::Apply(applied_vm("vm", "Always", json!({}))),
+        )
+        .await
+        .unwrap();
+    let owner = |kind: &str, api_version: &str, name: &str, uid: &str| {
+        json!([{"apiVersion": api_version, "kind": kind, "name": name, "uid": uid,
+                "controller": true, "blockOwnerDeletion": true}])
+    };
+    let vm_uid = vm.metadata.uid.unwrap();
+    let dv = datavolumes(client, ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+                "metadata": {"name": "root", "finalizers": dv_finalizers,
+                             "ownerReferences": owner("VirtualMachine", "kubevirt.io/v1", "vm", &vm_uid)},
+                "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let dv_uid = dv.metadata.uid.unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    pvcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "root",
+                         "ownerReferences": owner("DataVolume", "cdi.kubevirt.io/v1beta1", "root", &dv_uid)},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    (vm_uid, dv_uid)
+}
+
+#[tokio::test]
+async fn finalizers_hold_an_object_until_removed() {
+    let (server, client) = start().await;
+    let api = vms(&client, "default");
+    let mut config = applied_vm("vm", "Always", json!({}));
+    config["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    api.patch("vm", &wukong(), &Patch::Apply(&config))
+        .await
+        .unwrap();
+    let pending = api.delete("vm", &DeleteParams::default()).await.unwrap();
+    let terminating = pending.left().expect("the terminating object (202)");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    let still = api.get("vm").await.unwrap();
+    assert_eq!(still.metadata.finalizers.unwrap(), ["example.com/hold"]);
+    // Deleting again changes nothing.
+    let again = api.delete("vm", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        again.left().unwrap().metadata.resource_version,
+        still.metadata.resource_version
+    );
+    api.patch(
+        "vm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_error(api.get("vm").await).code, 404);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn background_deletion_collects_the_ownership_chain() {
+    let (server, client) = start().await;
+    owned_chain(&client, "default", json!([])).await;
+    let gone = vms(&client, "default")
+        .delete("vm", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(gone.is_left());
+    assert_eq!(
+        api_error(datavolumes(&client, "default").get("root").await).code,
+        404
+    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    assert_eq!(api_error(pvcs.get("root").await).code, 404);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn orphan_deletion_keeps_dependents_without_the_reference() {
+    let (server, client) = start().await;
+    owned_chain(&client, "default", json!([])).await;
+    vms(&client, "default")
+        .delete("vm", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    let dv = datavolumes(&client, "default").get("root").await.unwrap();
+    assert!(dv.metadata.owner_references.is_none(), "{dv:?}");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    assert!(
+        pvcs.get("root")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .is_some()
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_dependents() {
+    let (server, client) = start().await;
+    owned_chain(&client, "default", json!(["example.com/hold"])).await;
+    let api = vms(&client, "default");
+    let pending = api.delete("vm", &DeleteParams::foreground()).await.unwrap();
+    let owner = pending.left().unwrap();
+    assert_eq!(owner.metadata.finalizers.unwrap(), ["foregroundDeletion"]);
+    // The DataVolume is terminating (its finalizer holds it), its PVC already gone.
+    let dvs = datavolumes(&client, "default");
+    let dv = dvs.get("root").await.unwrap();
+    assert!(dv.metadata.deletion_timestamp.is_some());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    assert_eq!(api_error(pvcs.get("root").await).code, 404);
+    assert!(
+        api.get("vm")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    // Releasing the dependent releases the owner.
+    dvs.patch(
+        "root",
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([
+                {"op": "remove", "path": "/metadata/finalizers"}
+            ]))
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_error(dvs.get("root").await).code, 404);
+    assert_eq!(api_error(api.get("vm").await).code, 404);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_collection_by_label() {
+    let (server, client) = start().await;
+    let api = vms(&client, "default");
+    for (name, app) in [("web-0", "web"), ("web-1", "web"), ("db-0", "db")] {
+        api.patch(
+            name,
+            &wukong(),
+            &Patch::Apply(applied_vm(name, "Always", json!({"app": app}))),
+        )
+        .await
+        .unwrap();
+    }
+    let deleted = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("app=web"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = deleted
+        .left()
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|o| o.metadata.name.unwrap())
+        .collect();
+    assert_eq!(names, ["web-0", "web-1"]);
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|o| o.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["db-0"]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn namespace_deletion_terminates_its_content() {
+    let (server, client) = start().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "web"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let api = vms(&client, "web");
+    let mut held = applied_vm("vm", "Always", json!({}));
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    api.patch("vm", &wukong(), &Patch::Apply(&held))
+        .await
+        .unwrap();
+    api.patch(
+        "free",
+        &wukong(),
+        &Patch::Apply(applied_vm("free", "Always", json!({}))),
+    )
+    .await
+    .unwrap();
+    namespaces
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let ns = namespaces.get("web").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    assert_eq!(api_error(api.get("free").await).code, 404);
+    assert!(
+        api.get("vm")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    let status = api_error(
+        api.patch(
+            "new",
+            &wukong(),
+            &Patch::Apply(applied_vm("new", "Always", json!({}))),
+        )
+        .await,
+    );
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        status.message,
+        "virtualmachines.kubevirt.io \"new\" is forbidden: unable to create new content in namespace web because it is being terminated"
+    );
+    api.patch(
+        "vm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": []}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_error(namespaces.get("web").await).code, 404);
     server.shutdown().await.unwrap();
 }
