@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::discovery;
+use super::openapi;
 use super::resources::{self, ResourceDef};
 use super::selector::{self, FieldSelector, LabelSelector};
 use super::store::{self, ApplyOptions, ListOptions, Patch, Preconditions, Store, Target, Write};
@@ -263,6 +264,8 @@ enum Scope {
 
 enum Route {
     Version,
+    OpenApiV3,
+    OpenApiV3GroupVersion(String),
     CoreVersions,
     Groups,
     Group(String),
@@ -274,6 +277,10 @@ fn route(path: &str) -> Result<Route, Error> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Ok(Route::Version),
+        ["openapi", "v3"] => return Ok(Route::OpenApiV3),
+        ["openapi", "v3", rest @ ..] if !rest.is_empty() => {
+            return Ok(Route::OpenApiV3GroupVersion(rest.join("/")));
+        }
         ["api"] => return Ok(Route::CoreVersions),
         ["apis"] => return Ok(Route::Groups),
         ["apis", g] => return Ok(Route::Group((*g).to_string())),
@@ -360,6 +367,10 @@ fn dispatch(
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match route {
         Route::Version => ok(discovery::version()),
+        Route::OpenApiV3 => ok(openapi::discovery_v3()),
+        Route::OpenApiV3GroupVersion(path) => {
+            openapi::group_version(&path).map_or(Err(Error::NoRoute), ok)
+        }
         Route::CoreVersions => ok(discovery::core_versions(&shared.address)),
         Route::Groups => ok(discovery::group_list()),
         Route::Group(g) => discovery::group(&g).map_or(Err(Error::NoRoute), ok),

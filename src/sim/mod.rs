@@ -11,6 +11,7 @@ pub mod api;
 pub mod apply;
 pub mod discovery;
 pub mod fieldpath;
+pub mod openapi;
 pub mod resources;
 pub mod selector;
 pub mod store;

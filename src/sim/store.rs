@@ -640,7 +640,18 @@ impl Store {
         let managers = match managers {
             Some(m) => m,
             None => {
-                let before = Managers::of(&old);
+                // Managed fields the client sent (changed ones) replace the stored ones, as the
+                // API server allows for the main resource: kubectl's migration from client-side
+                // to server-side apply rewrites them so.
+                let sent = new
+                    .pointer("/metadata/managedFields")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty());
+                let before = if target == Target::Main && sent {
+                    Managers::of(&new)
+                } else {
+                    Managers::of(&old)
+                };
                 let mut m = before.clone();
                 let scope = self.scope(r, target);
                 match apply::record_update(

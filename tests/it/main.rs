@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod injection;
+mod kubectl;
 mod render;
 mod sim;
 mod sim_api;
