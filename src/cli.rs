@@ -49,6 +49,10 @@ pub enum Command {
         /// Write a kubeconfig for the server to this file.
         #[arg(long)]
         kubeconfig_out: Option<PathBuf>,
+        /// Keep the cluster's objects in this file: loaded on start, saved every few seconds
+        /// and on exit, so the cluster survives a restart.
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
 }
 
@@ -145,9 +149,15 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sim {
             listen,
             kubeconfig_out,
-        } => sim::run_until_interrupted(listen, kubeconfig_out.as_deref(), |url| {
-            println!("{url}");
-        })
+            state,
+        } => sim::run_until_interrupted(
+            listen,
+            kubeconfig_out.as_deref(),
+            sim::Options { state },
+            |url| {
+                println!("{url}");
+            },
+        )
         .map_err(Error::from),
     };
     match result {

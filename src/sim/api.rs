@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::discovery;
+use super::faults::{Fault, Faults};
 use super::openapi;
 use super::resources::{self, ResourceDef};
 use super::selector::{self, FieldSelector, LabelSelector};
@@ -196,6 +197,8 @@ pub struct Shared {
     shutdown: watch::Receiver<bool>,
     /// `host:port` the server listens on, for `/api`'s server address.
     address: String,
+    /// Faults injected into requests.
+    faults: Mutex<Faults>,
 }
 
 impl Shared {
@@ -206,7 +209,19 @@ impl Shared {
             revision,
             shutdown,
             address,
+            faults: Mutex::new(Faults::default()),
         }
+    }
+
+    /// The fault-injection rules, locked, to change at run time.
+    pub fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wake watches after a write made directly to the store (a restored state).
+    pub fn notify(&self) {
+        let revision = self.store().revision();
+        self.revision.send_replace(revision);
     }
 
     /// The store, locked, for reads. Writes go through [`Shared::write`] so open watches see
@@ -334,7 +349,7 @@ fn route(path: &str) -> Result<Route, Error> {
     Ok(Route::Resource(r, scope))
 }
 
-/// Every request.
+/// Every request: faults first (see [`super::faults`]), then the API.
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -343,8 +358,25 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let path = uri.path().to_string();
+    let mut cut_watch = None;
+    if let Ok(Route::Resource(r, scope)) = route(&path) {
+        let verb = verb_of(&method, &scope, &uri);
+        let decision = shared.faults().decide(verb, r.plural);
+        if !decision.latency.is_zero() {
+            tokio::time::sleep(decision.latency).await;
+        }
+        if let Some(fault) = decision.failure {
+            let name = match &scope {
+                Scope::Object { name, .. } => name.as_str(),
+                Scope::Collection(_) => "",
+            };
+            tracing::debug!(%method, %path, ?fault, "injected fault");
+            return fault_response(fault, r, name);
+        }
+        cut_watch = decision.cut_watch;
+    }
     let result = match body {
-        Ok(body) => dispatch(&shared, &method, &uri, &headers, &body),
+        Ok(body) => dispatch(&shared, &method, &uri, &headers, &body, cut_watch),
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::TooLarge),
         Err(e) => Err(Error::BadRequest(e.body_text())),
     };
@@ -353,12 +385,91 @@ async fn handle(
     response
 }
 
+/// The Kubernetes verb of a resource request.
+fn verb_of(method: &Method, scope: &Scope, uri: &Uri) -> &'static str {
+    let watching = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    match (method.as_str(), scope) {
+        ("GET", Scope::Collection(_)) if watching => "watch",
+        ("GET", Scope::Collection(_)) => "list",
+        ("GET", _) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", Scope::Collection(_)) => "deletecollection",
+        ("DELETE", _) => "delete",
+        _ => "unknown",
+    }
+}
+
+/// The response of an injected failure, worded like the API server's own.
+fn fault_response(fault: Fault, r: &ResourceDef, name: &str) -> Response {
+    let status = |code: StatusCode, reason: &str, message: String, details: Value| {
+        let mut body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code.as_u16(),
+        });
+        if !details.is_null() {
+            body["details"] = details;
+        }
+        (code, body)
+    };
+    let (code, body) = match fault {
+        Fault::Unavailable => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request (injected fault)".into(),
+            Value::Null,
+        ),
+        Fault::Throttle {
+            retry_after_seconds,
+        } => {
+            let (code, body) = status(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later"
+                    .into(),
+                json!({"retryAfterSeconds": retry_after_seconds}),
+            );
+            return (
+                code,
+                [
+                    (header::CONTENT_TYPE, "application/json".to_string()),
+                    (header::RETRY_AFTER, retry_after_seconds.to_string()),
+                ],
+                body.to_string(),
+            )
+                .into_response();
+        }
+        Fault::Conflict => status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                r.qualified_plural()
+            ),
+            json!({"name": name, "group": r.group, "kind": r.plural}),
+        ),
+        Fault::InternalError | Fault::Latency(_) | Fault::DropWatch { .. } => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "Internal error occurred: injected fault".into(),
+            json!({"causes": [{"message": "injected fault"}]}),
+        ),
+    };
+    json_response(code, &body)
+}
+
 fn dispatch(
     shared: &Arc<Shared>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
+    cut_watch: Option<Duration>,
 ) -> Result<Response, Error> {
     let route = route(uri.path())?;
     if !matches!(route, Route::Resource(..)) && method != Method::GET {
@@ -379,7 +490,7 @@ fn dispatch(
             let query = Query::<HashMap<String, String>>::try_from_uri(uri)
                 .map_err(|e| Error::BadRequest(e.body_text()))?
                 .0;
-            resource(shared, method, r, scope, &query, headers, body)
+            resource(shared, method, r, scope, &query, headers, body, cut_watch)
         }
     }
 }
@@ -399,6 +510,7 @@ fn parse_body(body: &Bytes) -> Result<Value, Error> {
         .map_err(|e| Error::BadRequest(format!("unable to decode the request body: {e}")))
 }
 
+#[allow(clippy::too_many_arguments)] // one request, taken apart
 fn resource(
     shared: &Arc<Shared>,
     method: &Method,
@@ -407,6 +519,7 @@ fn resource(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &Bytes,
+    cut_watch: Option<Duration>,
 ) -> Result<Response, Error> {
     let ok = |code: StatusCode, v: Value| Ok(json_response(code, &v));
     match (scope, method.clone()) {
@@ -418,7 +531,7 @@ fn resource(
                 resources::selectable_fields(r),
             )?;
             if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
-                return watch(shared, r, ns, labels, fields, query);
+                return watch(shared, r, ns, labels, fields, query, cut_watch);
             }
             let limit = match query.get("limit") {
                 Some(l) => Some(
@@ -857,6 +970,7 @@ fn watch(
     labels: LabelSelector,
     fields: FieldSelector,
     query: &HashMap<String, String>,
+    cut_watch: Option<Duration>,
 ) -> Result<Response, Error> {
     let timeout = match query.get("timeoutSeconds") {
         Some(t) => Duration::from_secs(
@@ -865,6 +979,8 @@ fn watch(
         ),
         None => DEFAULT_WATCH_TIMEOUT,
     };
+    // An injected dropped watch ends early, as if the connection broke.
+    let timeout = cut_watch.map_or(timeout, |cut| cut.min(timeout));
     let mut w = Watch {
         shared: Arc::clone(shared),
         resource: r,

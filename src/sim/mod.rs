@@ -10,6 +10,7 @@
 pub mod api;
 pub mod apply;
 pub mod discovery;
+pub mod faults;
 pub mod fieldpath;
 pub mod openapi;
 pub mod resources;
@@ -18,15 +19,22 @@ pub mod store;
 pub mod strategic;
 pub mod validation;
 
+pub use store::persist;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Name of the cluster, user and context in the written kubeconfig.
 pub const KUBECONFIG_NAME: &str = "wukong-sim";
+
+/// How often a server with a state file saves it when something changed: a crash loses at most
+/// this much of a demo, and writing even a large store this often costs little.
+pub const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Errors of starting, running and stopping the simulator.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +61,15 @@ pub enum Error {
     },
     #[error("cannot wait for Ctrl-C: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    State(#[from] persist::Error),
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Load the store from this file if it exists, save it there periodically and on shutdown.
+    pub state: Option<PathBuf>,
 }
 
 /// A running simulated cluster, serving plain HTTP on a loopback address.
@@ -61,12 +78,18 @@ pub struct Server {
     shared: Arc<api::Shared>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    state: Option<PathBuf>,
 }
 
 impl Server {
     /// Start serving on `addr` (port 0: any free port) with a fresh store. Must be called
     /// inside a tokio runtime.
     pub async fn start(addr: SocketAddr) -> Result<Self, Error> {
+        Self::start_with(addr, Options::default()).await
+    }
+
+    /// Start serving on `addr` with `options` (a state file to load and keep saved).
+    pub async fn start_with(addr: SocketAddr, options: Options) -> Result<Self, Error> {
         if !addr.ip().is_loopback() {
             return Err(Error::NotLoopback(addr));
         }
@@ -77,11 +100,19 @@ impl Server {
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
         let (shutdown, stopped) = watch::channel(false);
-        let shared = Arc::new(api::Shared::new(
-            store::Store::starting_at(api::unix_now()),
-            addr.to_string(),
-            stopped.clone(),
-        ));
+        let loaded = match &options.state {
+            Some(path) => persist::load(path)?,
+            None => None,
+        };
+        let store = loaded.unwrap_or_else(|| store::Store::starting_at(api::unix_now()));
+        let shared = Arc::new(api::Shared::new(store, addr.to_string(), stopped.clone()));
+        if let Some(path) = options.state.clone() {
+            tokio::spawn(save_periodically(
+                Arc::clone(&shared),
+                path,
+                stopped.clone(),
+            ));
+        }
         let app = api::router(Arc::clone(&shared));
         let mut stop = stopped;
         let task = tokio::spawn(async move {
@@ -98,7 +129,13 @@ impl Server {
             shared,
             shutdown,
             task,
+            state: options.state,
         })
+    }
+
+    /// The fault-injection rules, to change at run time (see [`faults`]).
+    pub fn faults(&self) -> MutexGuard<'_, faults::Faults> {
+        self.shared.faults()
     }
 
     /// The bound address.
@@ -147,8 +184,35 @@ impl Server {
     pub async fn shutdown(self) -> Result<(), Error> {
         self.shutdown.send_replace(true);
         self.task.await?.map_err(Error::Serve)?;
+        if let Some(path) = &self.state {
+            persist::save(&self.shared.store(), path)?;
+        }
         tracing::info!(addr = %self.addr, "simulated cluster stopped");
         Ok(())
+    }
+}
+
+/// Save the store to `path` every [`STATE_SAVE_INTERVAL`] when it changed, until shutdown
+/// (which saves once more itself).
+async fn save_periodically(
+    shared: Arc<api::Shared>,
+    path: PathBuf,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut saved = shared.store().revision();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(STATE_SAVE_INTERVAL) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let store = shared.store();
+        if store.revision() == saved {
+            continue;
+        }
+        match persist::save(&store, &path) {
+            Ok(()) => saved = store.revision(),
+            Err(e) => tracing::warn!(error = %e, "cannot save the simulator state"),
+        }
     }
 }
 
@@ -157,6 +221,7 @@ impl Server {
 pub fn run_until_interrupted(
     listen: SocketAddr,
     kubeconfig_out: Option<&Path>,
+    options: Options,
     ready: impl FnOnce(&str),
 ) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -164,7 +229,7 @@ pub fn run_until_interrupted(
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async {
-        let server = Server::start(listen).await?;
+        let server = Server::start_with(listen, options).await?;
         if let Some(path) = kubeconfig_out {
             server.write_kubeconfig(path)?;
         }

@@ -18,6 +18,8 @@ use super::resources::{self, ResourceDef};
 use super::selector::{FieldSelector, LabelSelector};
 #[path = "deletion.rs"]
 mod deletion;
+#[path = "persist.rs"]
+pub mod persist;
 pub use deletion::{DeleteOptions, Deleted, Propagation};
 
 use super::validation::{

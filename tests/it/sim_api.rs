@@ -10,7 +10,10 @@ use kube::api::{
 };
 use kube::{Client, Config};
 use serde_json::{Value, json};
-use wukong::sim::Server;
+use std::time::{Duration, Instant};
+
+use wukong::sim::faults::{Fault, Rule};
+use wukong::sim::{Options, Server};
 
 async fn start() -> (Server, Client) {
     let server = Server::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -654,5 +657,207 @@ async fn namespace_deletion_terminates_its_content() {
     .await
     .unwrap();
     assert_eq!(api_error(namespaces.get("web").await).code, 404);
+    server.shutdown().await.unwrap();
+}
+
+/// A raw HTTP/1.1 GET over loopback, returning the whole response text (status line, headers,
+/// body), to see headers kube-rs does not surface.
+fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_throttling_errors_and_conflicts() {
+    let (server, client) = start().await;
+    let api = vms(&client, "default");
+    api.patch(
+        "vm",
+        &wukong(),
+        &Patch::Apply(applied_vm("vm", "Always", json!({}))),
+    )
+    .await
+    .unwrap();
+    server.faults().add(
+        Rule::always(Fault::Throttle {
+            retry_after_seconds: 3,
+        })
+        .verbs(&["get"])
+        .resources(&["virtualmachines"]),
+    );
+    // kube-rs retries 429 and 503 itself, so read the raw response.
+    let path = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines/vm";
+    let response = tokio::task::spawn_blocking({
+        let addr = server.addr();
+        move || raw_get(addr, path)
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 429"), "{response}");
+    assert!(
+        response.to_lowercase().contains("\r\nretry-after: 3\r\n"),
+        "{response}"
+    );
+    let body: Value = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["reason"], "TooManyRequests");
+    assert_eq!(body["details"]["retryAfterSeconds"], 3);
+    // Lists and other kinds are untouched.
+    api.list(&ListParams::default()).await.unwrap();
+
+    server.faults().clear();
+    server
+        .faults()
+        .add(Rule::always(Fault::Conflict).resources(&["virtualmachines"]));
+    api.get("vm").await.unwrap();
+    let status = api_error(
+        api.patch(
+            "vm",
+            &wukong(),
+            &Patch::Apply(applied_vm("vm", "Halted", json!({}))),
+        )
+        .await,
+    );
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+    assert!(
+        status
+            .message
+            .starts_with("Operation cannot be fulfilled on virtualmachines.kubevirt.io \"vm\"")
+    );
+    assert_eq!(
+        api.get("vm").await.unwrap().data["spec"]["runStrategy"],
+        "Always"
+    );
+
+    server.faults().clear();
+    server
+        .faults()
+        .add(Rule::always(Fault::InternalError).verbs(&["list"]));
+    let status = api_error(api.list(&ListParams::default()).await);
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (500, "InternalError")
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn injected_error_rates_are_reproducible() {
+    let pattern = || async {
+        let (server, client) = start().await;
+        server
+            .faults()
+            .add(Rule::rate(Fault::InternalError, 0.5).verbs(&["list"]));
+        let api = vms(&client, "default");
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            seen.push(match api.list(&ListParams::default()).await {
+                Ok(_) => 200,
+                Err(kube::Error::Api(s)) => s.code,
+                Err(e) => panic!("{e}"),
+            });
+        }
+        server.shutdown().await.unwrap();
+        seen
+    };
+    let first = pattern().await;
+    assert_eq!(first, pattern().await);
+    let failed = first.iter().filter(|c| **c == 500).count();
+    assert!(
+        (8..=32).contains(&failed),
+        "{failed} of 40 at 50%: {first:?}"
+    );
+    assert!(first.iter().all(|c| *c == 200 || *c == 500));
+}
+
+#[tokio::test]
+async fn injected_latency_and_dropped_watches() {
+    use futures_util::StreamExt;
+    let (server, client) = start().await;
+    let api = vms(&client, "default");
+    server
+        .faults()
+        .add(Rule::always(Fault::Latency(Duration::from_millis(300))).verbs(&["get"]));
+    let started = Instant::now();
+    assert_eq!(api_error(api.get("missing").await).code, 404);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    server.faults().add(Rule::always(Fault::DropWatch {
+        after: Duration::from_millis(200),
+    }));
+    let started = Instant::now();
+    let stream = api
+        .watch(&kube::api::WatchParams::default().timeout(290), "0")
+        .await
+        .unwrap();
+    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(20), stream.collect::<Vec<_>>())
+        .await
+        .expect("the watch ends soon after the injected drop");
+    assert!(events.is_empty(), "{events:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn state_file_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        state: Some(dir.path().join("state.json")),
+    };
+    let server = Server::start_with("127.0.0.1:0".parse().unwrap(), options.clone())
+        .await
+        .unwrap();
+    let api = vms(&client_for(&server), "default");
+    let before = api
+        .patch(
+            "vm",
+            &wukong(),
+            &Patch::Apply(applied_vm("vm", "Always", json!({"app": "web"}))),
+        )
+        .await
+        .unwrap();
+    server.shutdown().await.unwrap();
+
+    let server = Server::start_with("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let api = vms(&client, "default");
+    let after = api.get("vm").await.unwrap();
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert_eq!(
+        after.metadata.managed_fields,
+        before.metadata.managed_fields
+    );
+    // New objects continue the counters: a fresh uid and a newer resourceVersion.
+    let other = api
+        .patch(
+            "other",
+            &wukong(),
+            &Patch::Apply(applied_vm("other", "Always", json!({}))),
+        )
+        .await
+        .unwrap();
+    assert_ne!(other.metadata.uid, before.metadata.uid);
+    let rv = |o: &DynamicObject| {
+        o.metadata
+            .resource_version
+            .as_deref()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(rv(&other) > rv(&before));
     server.shutdown().await.unwrap();
 }
