@@ -505,6 +505,24 @@ fn dry_run(query: &HashMap<String, String>) -> Result<bool, Error> {
     }
 }
 
+/// Media types a create or update body may have.
+const OBJECT_TYPES: &str = "application/json, application/yaml";
+
+/// The object of a create or update: JSON or YAML. Protobuf (which kubectl's typed clients
+/// send for built-in kinds) is refused with 415, on which client-go retries in JSON.
+fn parse_object(headers: &HeaderMap, body: &Bytes) -> Result<Value, Error> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match content_type.split(';').next().unwrap_or_default().trim() {
+        "" | "application/json" | "*/*" => parse_body(body),
+        "application/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| Error::BadRequest(format!("unable to decode the request body: {e}"))),
+        _ => Err(Error::UnsupportedMediaType(OBJECT_TYPES)),
+    }
+}
+
 fn parse_body(body: &Bytes) -> Result<Value, Error> {
     serde_json::from_slice(body)
         .map_err(|e| Error::BadRequest(format!("unable to decode the request body: {e}")))
@@ -570,7 +588,7 @@ fn resource(
             };
             let dry = dry_run(query)?;
             field_validation(query)?;
-            let object = parse_body(body)?;
+            let object = parse_object(headers, body)?;
             let manager = write_manager(query, headers);
             let write = Write {
                 dry_run: dry,
@@ -622,7 +640,7 @@ fn resource(
                 Method::PUT => {
                     let dry = dry_run(query)?;
                     field_validation(query)?;
-                    let object = parse_body(body)?;
+                    let object = parse_object(headers, body)?;
                     let manager = write_manager(query, headers);
                     let write = Write {
                         dry_run: dry,

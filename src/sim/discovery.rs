@@ -163,6 +163,7 @@ mod tests {
                 "storage.k8s.io",
                 "coordination.k8s.io",
                 "kubevirt.io",
+                "pool.kubevirt.io",
                 "cdi.kubevirt.io",
                 "k8s.cni.cncf.io"
             ]

@@ -328,6 +328,9 @@ fn root_child(r: &ResourceDef, field: &str) -> Schema {
             (Doc::KubeVirt, "v1.VirtualMachineInstanceMigration")
         }
         ("kubevirt.io", "kubevirts") => (Doc::KubeVirt, "v1.KubeVirt"),
+        ("pool.kubevirt.io", "virtualmachinepools") => {
+            (Doc::KubeVirt, "v1beta1.VirtualMachinePool")
+        }
         ("cdi.kubevirt.io", "datavolumes") => (Doc::Cdi, "v1beta1.DataVolume"),
         ("", "persistentvolumeclaims") if field == "spec" => {
             return Schema::definition(Doc::Cdi, "v1.PersistentVolumeClaimSpec");

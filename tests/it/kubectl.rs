@@ -337,3 +337,37 @@ async fn kubectl_get_watch_prints_changes() {
     child.wait().unwrap();
     c.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_every_kubevirt_example() {
+    let c = Cluster::start().await;
+    let dir = crate::support::root().join("tests/fixtures/kubevirt-examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 35);
+    let mut created = Vec::new();
+    for file in &files {
+        // Each file in its own namespace: two upstream examples share a name.
+        let ns = file.file_stem().unwrap().to_string_lossy().into_owned();
+        // (`kubectl create namespace` sends protobuf, which the simulator does not decode.)
+        let ns_file = c.write(
+            &format!("ns-{ns}.json"),
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}).to_string(),
+        );
+        c.ok(&["create", "-f", &ns_file]);
+        let out = c.ok(&["create", "-n", &ns, "-f", &file.to_string_lossy()]);
+        created.extend(out.lines().map(String::from));
+    }
+    assert!(
+        created.iter().all(|l| l.ends_with(" created")),
+        "{created:?}"
+    );
+    assert!(created.contains(&"virtualmachinepool.pool.kubevirt.io/vm-pool-cirros created".into()));
+    let vmis = c.ok(&["get", "vmis", "--all-namespaces", "-o", "name"]);
+    assert_eq!(vmis.lines().count(), 22, "{vmis}");
+    c.server.shutdown().await.unwrap();
+}
