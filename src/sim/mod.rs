@@ -2,8 +2,11 @@
 //! for the kinds Wukong manages, so tests, demos and kubectl run against it with no real cluster.
 //!
 //! [`resources`] is the table of served kinds; [`validation`], [`selector`] and [`store`] are
-//! the pure, synchronous object store; [`discovery`] the discovery documents; [`api`] the HTTP
-//! layer; this module the server's lifecycle (start on loopback, kubeconfig, shutdown). Nothing
+//! the pure, synchronous object store (with deletion and garbage collection, and [`persist`]
+//! for the state file); [`fieldpath`] and [`apply`] field ownership and server-side apply;
+//! [`strategic`] strategic merge patch; [`discovery`] and [`openapi`] the discovery documents;
+//! [`faults`] injected failures; [`api`] the HTTP layer; this module the server's lifecycle
+//! (start on loopback, kubeconfig, state file, shutdown). Nothing
 //! else in the crate depends on it except the CLI's `wukong sim`; it depends on nothing else in
 //! the crate.
 
