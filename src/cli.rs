@@ -88,6 +88,10 @@ pub enum Command {
         /// Run the simulated controllers this many times faster than real time.
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
+        /// Keep the cluster's objects in this file: loaded on start, saved every few seconds
+        /// and on exit, so the cluster survives a restart.
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
 }
 
@@ -341,11 +345,13 @@ pub fn run(cli: Cli) -> ExitCode {
             listen,
             kubeconfig_out,
             speed,
+            state,
         } => sim::run_until_interrupted(
             listen,
             kubeconfig_out.as_deref(),
             sim::Config {
                 speed,
+                state,
                 ..sim::Config::default()
             },
             |url| println!("{url}"),

@@ -96,8 +96,9 @@ pub enum Error {
     Denied(Denial),
 }
 
-/// Create through admission: mutate, create dry to see the final object, validate, then create
-/// (for real unless `dry_run`). With `enabled` false, a plain store create.
+/// Create through admission: mutate, `write` dry to see the final object, validate, then
+/// `write` for real (unless `dry_run`). `write` is the store write: a create, or a server-side
+/// apply that creates. With `enabled` false, just the write.
 pub fn create(
     store: &mut Store,
     r: &'static ResourceDef,
@@ -105,19 +106,21 @@ pub fn create(
     mut object: Value,
     dry_run: bool,
     enabled: bool,
+    mut write: impl FnMut(&mut Store, Value, bool) -> Result<Value, store::Error>,
 ) -> Result<Value, Error> {
     if !enabled {
-        return Ok(store.create(r, namespace, object, dry_run)?);
+        return Ok(write(store, object, dry_run)?);
     }
     mutate(store, r, namespace, None, &mut object);
-    let candidate = store.create(r, namespace, object.clone(), true)?;
+    let candidate = write(store, object.clone(), true)?;
     validate(store, r, None, &candidate)?;
-    Ok(store.create(r, namespace, object, dry_run)?)
+    Ok(write(store, object, dry_run)?)
 }
 
 /// Update or patch through admission: `write` is the store write, called once dry to see the
 /// result and once for real (with `dry_run`). With `admit` false (admission off, or a write
 /// of the status subresource, which no webhook here watches), just the write.
+#[allow(clippy::too_many_arguments)]
 pub fn update(
     store: &mut Store,
     r: &'static ResourceDef,
@@ -125,6 +128,7 @@ pub fn update(
     name: &str,
     dry_run: bool,
     admit: bool,
+    manager: Option<&str>,
     mut write: impl FnMut(&mut Store, bool) -> Result<Value, store::Error>,
 ) -> Result<Value, Error> {
     if !admit {
@@ -143,7 +147,14 @@ pub fn update(
     if let Some(rv) = old.pointer("/metadata/resourceVersion") {
         object["metadata"]["resourceVersion"] = rv.clone();
     }
-    Ok(store.update(r, namespace, name, object, store::Target::Main, dry_run)?)
+    Ok(store.update_with(
+        r,
+        namespace,
+        name,
+        object,
+        store::Target::Main,
+        store::Write { dry_run, manager },
+    )?)
 }
 
 fn kind_of(r: &ResourceDef) -> (&'static str, &'static str) {

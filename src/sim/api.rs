@@ -23,9 +23,11 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::discovery;
+use super::faults::{Fault, Faults};
+use super::openapi;
 use super::resources::{self, ResourceDef};
 use super::selector::{self, FieldSelector, LabelSelector};
-use super::store::{self, ListOptions, Patch, Preconditions, Store, Target};
+use super::store::{self, ApplyOptions, ListOptions, Patch, Preconditions, Store, Target, Write};
 use super::{admission, subresources};
 
 /// How long a watch runs when the client gives no `timeoutSeconds`: the API server's default
@@ -41,6 +43,12 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 /// largest object etcd stores (1.5 MiB) in any encoding.
 const MAX_REQUEST_BODY: usize = 3 * 1024 * 1024;
 
+/// Patch media types a custom resource takes: no strategic merge patch, as on a real cluster.
+const CUSTOM_PATCH_TYPES: &str =
+    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml";
+/// Patch media types a built-in kind takes.
+const BUILTIN_PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json";
+
 /// Errors of a request, each answered as a Kubernetes `Status`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,10 +60,12 @@ pub enum Error {
     NoRoute,
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
-    #[error(
-        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json"
-    )]
-    UnsupportedMediaType,
+    /// A patch content type the resource does not take; lists the ones it does.
+    #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
+    UnsupportedMediaType(&'static str),
+    /// Invalid request options (`PatchOptions`, `DeleteOptions`): the kind and the cause.
+    #[error("{0}.meta.k8s.io \"\" is invalid: {1}")]
+    InvalidOptions(&'static str, String),
     #[error("the request body is larger than {MAX_REQUEST_BODY} bytes")]
     TooLarge,
     #[error("{0}")]
@@ -113,6 +123,14 @@ impl Error {
                 (StatusCode::UNPROCESSABLE_ENTITY, "Invalid", Value::Null)
             }
             Error::Store(S::Gone { .. }) => (StatusCode::GONE, "Expired", Value::Null),
+            Error::Store(S::ApplyConflict { causes, .. }) => (
+                StatusCode::CONFLICT,
+                "Conflict",
+                json!({"causes": causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect::<Vec<_>>()}),
+            ),
             Error::Store(S::BadRequest(_)) | Error::Selector(_) | Error::BadRequest(_) => {
                 (StatusCode::BAD_REQUEST, "BadRequest", Value::Null)
             }
@@ -127,7 +145,12 @@ impl Error {
                 "RequestEntityTooLarge",
                 Value::Null,
             ),
-            Error::UnsupportedMediaType => (
+            Error::InvalidOptions(kind, _) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                json!({"group": "meta.k8s.io", "kind": kind}),
+            ),
+            Error::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
                 Value::Null,
@@ -188,6 +211,8 @@ pub struct Shared {
     address: String,
     /// KubeVirt behaviour on: webhooks and the `subresources.kubevirt.io` API.
     kubevirt: bool,
+    /// Faults injected into requests.
+    faults: Mutex<Faults>,
 }
 
 impl Shared {
@@ -199,6 +224,7 @@ impl Shared {
             shutdown,
             address,
             kubevirt: false,
+            faults: Mutex::new(Faults::default()),
         }
     }
 
@@ -216,6 +242,17 @@ impl Shared {
     /// A receiver of the store's revision after each write.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.revision.subscribe()
+    }
+
+    /// The fault-injection rules, locked, to change at run time.
+    pub fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wake watches after a write made directly to the store (a restored state).
+    pub fn notify(&self) {
+        let revision = self.store().revision();
+        self.revision.send_replace(revision);
     }
 
     /// The store, locked, for reads. Writes go through [`Shared::write`] so open watches see
@@ -278,6 +315,8 @@ enum Scope {
 
 enum Route {
     Version,
+    OpenApiV3,
+    OpenApiV3GroupVersion(String),
     CoreVersions,
     Groups,
     Group(String),
@@ -289,6 +328,10 @@ fn route(path: &str) -> Result<Route, Error> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Ok(Route::Version),
+        ["openapi", "v3"] => return Ok(Route::OpenApiV3),
+        ["openapi", "v3", rest @ ..] if !rest.is_empty() => {
+            return Ok(Route::OpenApiV3GroupVersion(rest.join("/")));
+        }
         ["api"] => return Ok(Route::CoreVersions),
         ["apis"] => return Ok(Route::Groups),
         ["apis", g] => return Ok(Route::Group((*g).to_string())),
@@ -342,7 +385,7 @@ fn route(path: &str) -> Result<Route, Error> {
     Ok(Route::Resource(r, scope))
 }
 
-/// Every request.
+/// Every request: faults first (see [`super::faults`]), then the API.
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -351,8 +394,25 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let path = uri.path().to_string();
+    let mut cut_watch = None;
+    if let Ok(Route::Resource(r, scope)) = route(&path) {
+        let verb = verb_of(&method, &scope, &uri);
+        let decision = shared.faults().decide(verb, r.plural);
+        if !decision.latency.is_zero() {
+            tokio::time::sleep(decision.latency).await;
+        }
+        if let Some(fault) = decision.failure {
+            let name = match &scope {
+                Scope::Object { name, .. } => name.as_str(),
+                Scope::Collection(_) => "",
+            };
+            tracing::debug!(%method, %path, ?fault, "injected fault");
+            return fault_response(fault, r, name);
+        }
+        cut_watch = decision.cut_watch;
+    }
     let result = match body {
-        Ok(body) => dispatch(&shared, &method, &uri, &headers, &body),
+        Ok(body) => dispatch(&shared, &method, &uri, &headers, &body, cut_watch),
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::TooLarge),
         Err(e) => Err(Error::BadRequest(e.body_text())),
     };
@@ -361,12 +421,91 @@ async fn handle(
     response
 }
 
+/// The Kubernetes verb of a resource request.
+fn verb_of(method: &Method, scope: &Scope, uri: &Uri) -> &'static str {
+    let watching = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    match (method.as_str(), scope) {
+        ("GET", Scope::Collection(_)) if watching => "watch",
+        ("GET", Scope::Collection(_)) => "list",
+        ("GET", _) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", Scope::Collection(_)) => "deletecollection",
+        ("DELETE", _) => "delete",
+        _ => "unknown",
+    }
+}
+
+/// The response of an injected failure, worded like the API server's own.
+fn fault_response(fault: Fault, r: &ResourceDef, name: &str) -> Response {
+    let status = |code: StatusCode, reason: &str, message: String, details: Value| {
+        let mut body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code.as_u16(),
+        });
+        if !details.is_null() {
+            body["details"] = details;
+        }
+        (code, body)
+    };
+    let (code, body) = match fault {
+        Fault::Unavailable => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request (injected fault)".into(),
+            Value::Null,
+        ),
+        Fault::Throttle {
+            retry_after_seconds,
+        } => {
+            let (code, body) = status(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later"
+                    .into(),
+                json!({"retryAfterSeconds": retry_after_seconds}),
+            );
+            return (
+                code,
+                [
+                    (header::CONTENT_TYPE, "application/json".to_string()),
+                    (header::RETRY_AFTER, retry_after_seconds.to_string()),
+                ],
+                body.to_string(),
+            )
+                .into_response();
+        }
+        Fault::Conflict => status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                r.qualified_plural()
+            ),
+            json!({"name": name, "group": r.group, "kind": r.plural}),
+        ),
+        Fault::InternalError | Fault::Latency(_) | Fault::DropWatch { .. } => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "Internal error occurred: injected fault".into(),
+            json!({"causes": [{"message": "injected fault"}]}),
+        ),
+    };
+    json_response(code, &body)
+}
+
 fn dispatch(
     shared: &Arc<Shared>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
+    cut_watch: Option<Duration>,
 ) -> Result<Response, Error> {
     if shared.kubevirt()
         && let Some(response) = subresources::dispatch(shared, method, uri, body)
@@ -380,6 +519,10 @@ fn dispatch(
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match route {
         Route::Version => ok(discovery::version()),
+        Route::OpenApiV3 => ok(openapi::discovery_v3()),
+        Route::OpenApiV3GroupVersion(path) => {
+            openapi::group_version(&path).map_or(Err(Error::NoRoute), ok)
+        }
         Route::CoreVersions => ok(discovery::core_versions(&shared.address)),
         Route::Groups => {
             let mut groups = discovery::group_list();
@@ -396,7 +539,7 @@ fn dispatch(
             let query = Query::<HashMap<String, String>>::try_from_uri(uri)
                 .map_err(|e| Error::BadRequest(e.body_text()))?
                 .0;
-            resource(shared, method, r, scope, &query, headers, body)
+            resource(shared, method, r, scope, &query, headers, body, cut_watch)
         }
     }
 }
@@ -411,11 +554,30 @@ fn dry_run(query: &HashMap<String, String>) -> Result<bool, Error> {
     }
 }
 
+/// Media types a create or update body may have.
+const OBJECT_TYPES: &str = "application/json, application/yaml";
+
+/// The object of a create or update: JSON or YAML. Protobuf (which kubectl's typed clients
+/// send for built-in kinds) is refused with 415, on which client-go retries in JSON.
+fn parse_object(headers: &HeaderMap, body: &Bytes) -> Result<Value, Error> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match content_type.split(';').next().unwrap_or_default().trim() {
+        "" | "application/json" | "*/*" => parse_body(body),
+        "application/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| Error::BadRequest(format!("unable to decode the request body: {e}"))),
+        _ => Err(Error::UnsupportedMediaType(OBJECT_TYPES)),
+    }
+}
+
 fn parse_body(body: &Bytes) -> Result<Value, Error> {
     serde_json::from_slice(body)
         .map_err(|e| Error::BadRequest(format!("unable to decode the request body: {e}")))
 }
 
+#[allow(clippy::too_many_arguments)] // one request, taken apart
 fn resource(
     shared: &Arc<Shared>,
     method: &Method,
@@ -424,6 +586,7 @@ fn resource(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &Bytes,
+    cut_watch: Option<Duration>,
 ) -> Result<Response, Error> {
     let ok = |code: StatusCode, v: Value| Ok(json_response(code, &v));
     match (scope, method.clone()) {
@@ -435,7 +598,7 @@ fn resource(
                 resources::selectable_fields(r),
             )?;
             if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
-                return watch(shared, r, ns, labels, fields, query);
+                return watch(shared, r, ns, labels, fields, query, cut_watch);
             }
             let limit = match query.get("limit") {
                 Some(l) => Some(
@@ -473,11 +636,56 @@ fn resource(
                 _ => return Err(Error::MethodNotAllowed),
             };
             let dry = dry_run(query)?;
-            let object = parse_body(body)?;
+            field_validation(query)?;
+            let object = parse_object(headers, body)?;
+            let manager = write_manager(query, headers);
             let admit = shared.kubevirt();
-            let created =
-                shared.try_write(|s| admission::create(s, r, &namespace, object, dry, admit))?;
+            let created = shared.try_write(|s| {
+                admission::create(
+                    s,
+                    r,
+                    &namespace,
+                    object,
+                    dry,
+                    admit,
+                    |s, object, dry_run| {
+                        let write = Write {
+                            dry_run,
+                            manager: manager.as_deref(),
+                        };
+                        s.create_with(r, &namespace, object, write)
+                    },
+                )
+            })?;
             ok(StatusCode::CREATED, created)
+        }
+        (Scope::Collection(ns), Method::DELETE) => {
+            if r.namespaced && ns.is_none() {
+                return Err(Error::MethodNotAllowed);
+            }
+            let selection = ListOptions {
+                labels: LabelSelector::parse(
+                    query.get("labelSelector").map_or("", String::as_str),
+                )?,
+                fields: FieldSelector::parse(
+                    query.get("fieldSelector").map_or("", String::as_str),
+                    resources::selectable_fields(r),
+                )?,
+                ..ListOptions::default()
+            };
+            let opts = delete_options(query, body)?;
+            let items =
+                shared.write(|s| s.delete_collection(r, ns.as_deref(), &selection, &opts))?;
+            let revision = shared.store().revision();
+            ok(
+                StatusCode::OK,
+                json!({
+                    "apiVersion": r.api_version(),
+                    "kind": format!("{}List", r.kind),
+                    "metadata": {"resourceVersion": revision.to_string()},
+                    "items": items,
+                }),
+            )
         }
         (Scope::Collection(_), _) => Err(Error::MethodNotAllowed),
         (
@@ -493,59 +701,186 @@ fn resource(
                 Method::GET => ok(StatusCode::OK, shared.store().get(r, &namespace, &name)?),
                 Method::PUT => {
                     let dry = dry_run(query)?;
-                    let object = parse_body(body)?;
+                    field_validation(query)?;
+                    let object = parse_object(headers, body)?;
+                    let manager = write_manager(query, headers);
                     let admit = shared.kubevirt() && target == Target::Main;
                     let updated = shared.try_write(|s| {
-                        admission::update(s, r, &namespace, &name, dry, admit, |s, dry| {
-                            s.update(r, &namespace, &name, object.clone(), target, dry)
-                        })
+                        admission::update(
+                            s,
+                            r,
+                            &namespace,
+                            &name,
+                            dry,
+                            admit,
+                            manager.as_deref(),
+                            |s, dry_run| {
+                                let write = Write {
+                                    dry_run,
+                                    manager: manager.as_deref(),
+                                };
+                                s.update_with(r, &namespace, &name, object.clone(), target, write)
+                            },
+                        )
                     })?;
                     ok(StatusCode::OK, updated)
                 }
                 Method::PATCH => {
                     let dry = dry_run(query)?;
-                    let patch = decode_patch(headers, body)?;
+                    field_validation(query)?;
+                    let manager = query.get("fieldManager").filter(|m| !m.is_empty());
+                    let force = match query.get("force").map(String::as_str) {
+                        None => None,
+                        Some("true" | "1") => Some(true),
+                        Some(_) => Some(false),
+                    };
                     let admit = shared.kubevirt() && target == Target::Main;
-                    let patched = shared.try_write(|s| {
-                        admission::update(s, r, &namespace, &name, dry, admit, |s, dry| {
-                            s.patch(r, &namespace, &name, &patch, target, dry)
-                        })
-                    })?;
-                    ok(StatusCode::OK, patched)
+                    match decode_patch(r, headers, body)? {
+                        PatchBody::Apply(config) => {
+                            let Some(manager) = manager else {
+                                return Err(Error::InvalidOptions(
+                                    "PatchOptions",
+                                    "fieldManager: Required value: is required for apply patch"
+                                        .into(),
+                                ));
+                            };
+                            let force = force.unwrap_or(false);
+                            let (obj, created) = shared.try_write(|s| {
+                                let exists = s.get(r, &namespace, &name).is_ok();
+                                let apply = |s: &mut Store, config: Value, dry_run: bool| {
+                                    let opts = ApplyOptions {
+                                        manager,
+                                        force,
+                                        dry_run,
+                                    };
+                                    s.apply(r, &namespace, &name, config, target, opts)
+                                        .map(|(o, _)| o)
+                                };
+                                if exists {
+                                    admission::update(
+                                        s,
+                                        r,
+                                        &namespace,
+                                        &name,
+                                        dry,
+                                        admit,
+                                        Some(manager),
+                                        |s, dry_run| apply(s, config.clone(), dry_run),
+                                    )
+                                    .map(|o| (o, false))
+                                } else {
+                                    admission::create(s, r, &namespace, config, dry, admit, apply)
+                                        .map(|o| (o, true))
+                                }
+                            })?;
+                            let code = if created {
+                                StatusCode::CREATED
+                            } else {
+                                StatusCode::OK
+                            };
+                            ok(code, obj)
+                        }
+                        PatchBody::Patch(patch) => {
+                            if force.is_some() {
+                                return Err(Error::InvalidOptions(
+                                    "PatchOptions",
+                                    "force: Forbidden: may not be specified for non-apply patch"
+                                        .into(),
+                                ));
+                            }
+                            let agent = user_agent_manager(headers);
+                            let manager = manager.map(String::as_str).or(agent.as_deref());
+                            let patched = shared.try_write(|s| {
+                                admission::update(
+                                    s,
+                                    r,
+                                    &namespace,
+                                    &name,
+                                    dry,
+                                    admit,
+                                    manager,
+                                    |s, dry_run| {
+                                        let write = Write { dry_run, manager };
+                                        s.patch_with(r, &namespace, &name, &patch, target, write)
+                                    },
+                                )
+                            })?;
+                            ok(StatusCode::OK, patched)
+                        }
+                    }
                 }
                 Method::DELETE if !status => {
-                    let options = if body.is_empty() {
-                        Value::Null
+                    let opts = delete_options(query, body)?;
+                    let deleted = shared.write(|s| s.delete_with(r, &namespace, &name, &opts))?;
+                    if !deleted.finished {
+                        ok(StatusCode::ACCEPTED, deleted.object)
+                    } else if resources::delete_returns_object(r) {
+                        ok(StatusCode::OK, deleted.object)
                     } else {
-                        parse_body(body)?
-                    };
-                    let body_dry = options
-                        .get("dryRun")
-                        .and_then(Value::as_array)
-                        .is_some_and(|a| a.iter().any(|v| v == "All"));
-                    let dry = dry_run(query)? || body_dry;
-                    let text = |field: &str| {
-                        options
-                            .pointer(&format!("/preconditions/{field}"))
-                            .and_then(Value::as_str)
-                            .map(String::from)
-                    };
-                    let preconditions = Preconditions {
-                        uid: text("uid"),
-                        resource_version: text("resourceVersion"),
-                    };
-                    let deleted =
-                        shared.write(|s| s.delete(r, &namespace, &name, &preconditions, dry))?;
-                    if resources::delete_returns_object(r) {
-                        ok(StatusCode::OK, deleted)
-                    } else {
-                        ok(StatusCode::OK, delete_success(r, &name, &deleted))
+                        ok(StatusCode::OK, delete_success(r, &name, &deleted.object))
                     }
                 }
                 _ => Err(Error::MethodNotAllowed),
             }
         }
     }
+}
+
+/// `DeleteOptions` from the body and the query: dry run, preconditions, propagation policy
+/// (`orphanDependents`, deprecated, maps to Orphan or Background).
+fn delete_options(
+    query: &HashMap<String, String>,
+    body: &Bytes,
+) -> Result<store::DeleteOptions, Error> {
+    let options = if body.is_empty() {
+        Value::Null
+    } else {
+        parse_body(body)?
+    };
+    let body_dry = options
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let text = |field: &str| {
+        options
+            .pointer(&format!("/preconditions/{field}"))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    let policy = options
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or(query.get("propagationPolicy").map(String::as_str))
+        .filter(|p| !p.is_empty());
+    let orphan = options
+        .get("orphanDependents")
+        .and_then(Value::as_bool)
+        .or(query.get("orphanDependents").map(|v| v == "true"));
+    let propagation = match (policy, orphan) {
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidOptions(
+                "DeleteOptions",
+                "propagationPolicy: Invalid value: \"null\": orphanDependents and deletionPropagation cannot be both set".into(),
+            ));
+        }
+        (Some(p), None) => Some(store::Propagation::parse(p).ok_or_else(|| {
+            Error::InvalidOptions(
+                "DeleteOptions",
+                format!("propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""),
+            )
+        })?),
+        (None, Some(true)) => Some(store::Propagation::Orphan),
+        (None, Some(false)) => Some(store::Propagation::Background),
+        (None, None) => None,
+    };
+    Ok(store::DeleteOptions {
+        preconditions: Preconditions {
+            uid: text("uid"),
+            resource_version: text("resourceVersion"),
+        },
+        propagation,
+        dry_run: dry_run(query)? || body_dry,
+    })
 }
 
 /// The `Status` a successful delete answers with for kinds that do not return the object.
@@ -566,21 +901,76 @@ fn delete_success(r: &ResourceDef, name: &str, deleted: &Value) -> Value {
     })
 }
 
-fn decode_patch(headers: &HeaderMap, body: &Bytes) -> Result<Patch, Error> {
+/// A PATCH body: an apply configuration or a patch.
+enum PatchBody {
+    Apply(Value),
+    Patch(Patch),
+}
+
+fn decode_patch(r: &ResourceDef, headers: &HeaderMap, body: &Bytes) -> Result<PatchBody, Error> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let media = content_type.split(';').next().unwrap_or_default().trim();
+    let accepted = if r.custom {
+        CUSTOM_PATCH_TYPES
+    } else {
+        BUILTIN_PATCH_TYPES
+    };
     match media {
-        "application/merge-patch+json" => Ok(Patch::Merge(parse_body(body)?)),
+        "application/merge-patch+json" => Ok(PatchBody::Patch(Patch::Merge(parse_body(body)?))),
         "application/json-patch+json" => {
             let ops = serde_json::from_slice(body)
                 .map_err(|e| Error::BadRequest(format!("unable to decode the JSON patch: {e}")))?;
-            Ok(Patch::Json(ops))
+            Ok(PatchBody::Patch(Patch::Json(ops)))
         }
-        _ => Err(Error::UnsupportedMediaType),
+        "application/strategic-merge-patch+json" if !r.custom => {
+            Ok(PatchBody::Patch(Patch::Strategic(parse_body(body)?)))
+        }
+        "application/apply-patch+yaml" => {
+            let config: Value = serde_yaml::from_slice(body)
+                .map_err(|e| Error::BadRequest(format!("error decoding YAML: {e}")))?;
+            if !config.is_object() {
+                return Err(Error::BadRequest(
+                    "error decoding YAML: the apply configuration must be an object".into(),
+                ));
+            }
+            Ok(PatchBody::Apply(config))
+        }
+        _ => Err(Error::UnsupportedMediaType(accepted)),
     }
+}
+
+/// The `fieldValidation` parameter: accepted (the simulator prunes nothing and rejects no
+/// unknown field), but only with a value the API server knows.
+fn field_validation(query: &HashMap<String, String>) -> Result<(), Error> {
+    match query.get("fieldValidation").map(String::as_str) {
+        None | Some("" | "Ignore" | "Warn" | "Strict") => Ok(()),
+        Some(other) => Err(Error::BadRequest(format!(
+            "fieldValidation must be one of Ignore, Warn, Strict, got {other:?}"
+        ))),
+    }
+}
+
+/// The field manager of a create, update or patch: `fieldManager`, else the User-Agent up to
+/// its first `/` (`kubectl`, `kube`), as the API server derives it.
+fn write_manager(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<String> {
+    query
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .or_else(|| user_agent_manager(headers))
+}
+
+fn user_agent_manager(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(String::from)
 }
 
 /// One line of a watch stream.
@@ -705,6 +1095,7 @@ fn watch(
     labels: LabelSelector,
     fields: FieldSelector,
     query: &HashMap<String, String>,
+    cut_watch: Option<Duration>,
 ) -> Result<Response, Error> {
     let timeout = match query.get("timeoutSeconds") {
         Some(t) => Duration::from_secs(
@@ -713,6 +1104,8 @@ fn watch(
         ),
         None => DEFAULT_WATCH_TIMEOUT,
     };
+    // An injected dropped watch ends early, as if the connection broke.
+    let timeout = cut_watch.map_or(timeout, |cut| cut.min(timeout));
     let mut w = Watch {
         shared: Arc::clone(shared),
         resource: r,
@@ -836,7 +1229,7 @@ mod tests {
                 "code": 404,
             })
         );
-        let (code, status) = Error::UnsupportedMediaType.status();
+        let (code, status) = Error::UnsupportedMediaType(CUSTOM_PATCH_TYPES).status();
         assert_eq!(code.as_u16(), 415);
         assert_eq!(status["reason"], "UnsupportedMediaType");
     }

@@ -65,6 +65,9 @@ pub struct Config {
     /// Whether a new VMI's guest agent connects, unless set per VM with
     /// [`super::controllers::Faults::set_guest_agent`].
     pub guest_agent: bool,
+    /// Load the store from this file if it exists, save it there periodically and on
+    /// shutdown.
+    pub state: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             speed: 1.0,
             kubevirt: true,
             guest_agent: true,
+            state: None,
         }
     }
 }

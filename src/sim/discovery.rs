@@ -14,9 +14,16 @@ pub const KUBERNETES_MAJOR: &str = "1";
 pub const KUBERNETES_MINOR: &str = "33";
 pub const GIT_VERSION: &str = "v1.33.0+wukong-sim";
 
-/// Verbs of a main resource. No `deletecollection` yet.
+/// Verbs of a main resource.
 const VERBS: &[&str] = &[
-    "create", "delete", "get", "list", "patch", "update", "watch",
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
 ];
 /// Verbs of a `status` subresource.
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
@@ -156,6 +163,7 @@ mod tests {
                 "storage.k8s.io",
                 "coordination.k8s.io",
                 "kubevirt.io",
+                "pool.kubevirt.io",
                 "cdi.kubevirt.io",
                 "k8s.cni.cncf.io"
             ]

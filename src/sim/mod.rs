@@ -2,8 +2,11 @@
 //! for the kinds Wukong manages, so tests, demos and kubectl run against it with no real cluster.
 //!
 //! [`resources`] is the table of served kinds; [`validation`], [`selector`] and [`store`] are
-//! the pure, synchronous object store; [`discovery`] the discovery documents; [`api`] the HTTP
-//! layer; this module the server's lifecycle (start on loopback, kubeconfig, shutdown).
+//! the pure, synchronous object store (with deletion and garbage collection, and [`persist`]
+//! for the state file); [`fieldpath`] and [`apply`] field ownership and server-side apply;
+//! [`strategic`] strategic merge patch; [`discovery`] and [`openapi`] the discovery documents;
+//! [`faults`] injected HTTP failures; [`api`] the HTTP layer; this module the server's lifecycle
+//! (start on loopback, kubeconfig, state file, shutdown).
 //!
 //! KubeVirt's behaviour sits beside the API: [`clock`] (simulated time and delays), [`seed`]
 //! (the objects a cluster starts with), [`admission`] (webhooks), [`subresources`]
@@ -13,28 +16,39 @@
 
 pub mod admission;
 pub mod api;
+pub mod apply;
 pub mod clock;
 pub mod controllers;
 pub mod discovery;
+pub mod faults;
+pub mod fieldpath;
+pub mod openapi;
 pub mod resources;
 pub mod seed;
 pub mod selector;
 pub mod store;
+pub mod strategic;
 pub mod subresources;
 pub mod validation;
 
 pub use clock::{Config, Timing};
 pub use controllers::Faults;
+pub use store::persist;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Name of the cluster, user and context in the written kubeconfig.
 pub const KUBECONFIG_NAME: &str = "wukong-sim";
+
+/// How often a server with a state file saves it when something changed: a crash loses at most
+/// this much of a demo, and writing even a large store this often costs little.
+pub const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Errors of starting, running and stopping the simulator.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +77,8 @@ pub enum Error {
     Signal(std::io::Error),
     #[error("cannot create the seed objects: {0}")]
     Seed(store::Error),
+    #[error(transparent)]
+    State(#[from] persist::Error),
 }
 
 /// A running simulated cluster, serving plain HTTP on a loopback address.
@@ -73,6 +89,7 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
     faults: Arc<Faults>,
     controllers: Option<JoinHandle<()>>,
+    state: Option<PathBuf>,
 }
 
 impl Server {
@@ -83,7 +100,7 @@ impl Server {
     }
 
     /// Start serving on `addr` with `config` (e.g. [`Config::fast`] for tests,
-    /// [`Config::api_only`] for a bare API server).
+    /// [`Config::api_only`] for a bare API server, a state file to load and keep saved).
     pub async fn start_with(addr: SocketAddr, config: Config) -> Result<Self, Error> {
         if !addr.ip().is_loopback() {
             return Err(Error::NotLoopback(addr));
@@ -95,14 +112,28 @@ impl Server {
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
         let (shutdown, stopped) = watch::channel(false);
-        let mut initial = store::Store::starting_at(api::unix_now());
-        if config.kubevirt {
+        let loaded = match &config.state {
+            Some(path) => persist::load(path)?,
+            None => None,
+        };
+        let fresh = loaded.is_none();
+        let mut initial = loaded.unwrap_or_else(|| store::Store::starting_at(api::unix_now()));
+        // A cluster loaded from a state file already has its seed objects (or the user's
+        // changes to them).
+        if config.kubevirt && fresh {
             seed::seed(&mut initial).map_err(Error::Seed)?;
         }
         let shared = Arc::new(
             api::Shared::new(initial, addr.to_string(), stopped.clone())
                 .with_kubevirt(config.kubevirt),
         );
+        if let Some(path) = config.state.clone() {
+            tokio::spawn(save_periodically(
+                Arc::clone(&shared),
+                path,
+                stopped.clone(),
+            ));
+        }
         let faults = Arc::new(Faults::default());
         let controllers = config.kubevirt.then(|| {
             controllers::spawn(
@@ -130,12 +161,19 @@ impl Server {
             task,
             faults,
             controllers,
+            state: config.state,
         })
     }
 
-    /// The controller-level faults, settable while the server runs.
-    pub fn faults(&self) -> &Arc<Faults> {
+    /// The KubeVirt-level faults (failed hot-plugs, stuck migrations, guest agents),
+    /// settable while the server runs.
+    pub fn kubevirt_faults(&self) -> &Arc<Faults> {
         &self.faults
+    }
+
+    /// The HTTP-level fault-injection rules, to change at run time (see [`faults`]).
+    pub fn faults(&self) -> MutexGuard<'_, faults::Faults> {
+        self.shared.faults()
     }
 
     /// The bound address.
@@ -187,8 +225,35 @@ impl Server {
             controllers.await?;
         }
         self.task.await?.map_err(Error::Serve)?;
+        if let Some(path) = &self.state {
+            persist::save(&self.shared.store(), path)?;
+        }
         tracing::info!(addr = %self.addr, "simulated cluster stopped");
         Ok(())
+    }
+}
+
+/// Save the store to `path` every [`STATE_SAVE_INTERVAL`] when it changed, until shutdown
+/// (which saves once more itself).
+async fn save_periodically(
+    shared: Arc<api::Shared>,
+    path: PathBuf,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut saved = shared.store().revision();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(STATE_SAVE_INTERVAL) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let store = shared.store();
+        if store.revision() == saved {
+            continue;
+        }
+        match persist::save(&store, &path) {
+            Ok(()) => saved = store.revision(),
+            Err(e) => tracing::warn!(error = %e, "cannot save the simulator state"),
+        }
     }
 }
 

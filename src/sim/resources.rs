@@ -204,6 +204,16 @@ pub const RESOURCES: &[ResourceDef] = &[
         &["all"],
     ),
     crd(
+        "pool.kubevirt.io",
+        "v1beta1",
+        "virtualmachinepools",
+        "virtualmachinepool",
+        "VirtualMachinePool",
+        true,
+        &["vmpool", "vmpools"],
+        &["all"],
+    ),
+    crd(
         "cdi.kubevirt.io",
         "v1beta1",
         "datavolumes",

@@ -12,8 +12,16 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::{Map, Value, json};
 
+use super::apply::{self, Managers};
+use super::fieldpath::Schema;
 use super::resources::{self, ResourceDef};
 use super::selector::{FieldSelector, LabelSelector};
+#[path = "deletion.rs"]
+mod deletion;
+#[path = "persist.rs"]
+pub mod persist;
+pub use deletion::{DeleteOptions, Deleted, Propagation};
+
 use super::validation::{
     validate_dns_label, validate_dns_subdomain, validate_label_key, validate_label_value,
 };
@@ -103,6 +111,9 @@ pub enum Error {
         name: String,
         reason: String,
     },
+    /// A server-side apply that would change fields other managers own.
+    #[error("{message}")]
+    ApplyConflict { message: String, causes: Vec<Cause> },
     /// A watch or continue token older than the change log.
     #[error("too old resource version: {requested} ({oldest})")]
     Gone { requested: u64, oldest: u64 },
@@ -120,6 +131,33 @@ pub enum Target {
     Status,
 }
 
+/// How a write is made: dry-run or not, and the field manager it is recorded under.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Write<'a> {
+    pub dry_run: bool,
+    /// The manager that owns what the write changes (`metadata.managedFields`, operation
+    /// `Update`); `None` for an internal write nobody owns.
+    pub manager: Option<&'a str>,
+}
+
+impl Write<'_> {
+    /// A write by nobody in particular.
+    pub fn dry(dry_run: bool) -> Self {
+        Write {
+            dry_run,
+            manager: None,
+        }
+    }
+}
+
+/// A server-side apply request.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions<'a> {
+    pub manager: &'a str,
+    pub force: bool,
+    pub dry_run: bool,
+}
+
 /// A patch body, by content type.
 #[derive(Debug, Clone)]
 pub enum Patch {
@@ -127,6 +165,8 @@ pub enum Patch {
     Merge(Value),
     /// `application/json-patch+json` (RFC 6902).
     Json(json_patch::Patch),
+    /// `application/strategic-merge-patch+json` (built-in kinds only; see [`super::strategic`]).
+    Strategic(Value),
 }
 
 /// Kind of a change, as named in watch events.
@@ -338,6 +378,29 @@ impl Store {
         object: Value,
         dry_run: bool,
     ) -> Result<Value, Error> {
+        self.create_with(r, namespace, object, Write::dry(dry_run))
+    }
+
+    /// Create an object, recording its fields as owned by the write's manager.
+    pub fn create_with(
+        &mut self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        object: Value,
+        write: Write<'_>,
+    ) -> Result<Value, Error> {
+        self.create_inner(r, namespace, object, write, None)
+    }
+
+    fn create_inner(
+        &mut self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        object: Value,
+        write: Write<'_>,
+        managers: Option<Managers>,
+    ) -> Result<Value, Error> {
+        let dry_run = write.dry_run;
         let mut obj = into_object(object, r)?;
         let meta = metadata_mut(&mut obj)?;
         check_namespace(r, namespace, meta)?;
@@ -375,7 +438,7 @@ impl Store {
         };
         meta.insert("name".into(), Value::String(name.clone()));
         validate_metadata(r, &name, meta)?;
-        self.check_namespace_exists(r, namespace)?;
+        self.check_namespace_exists(r, namespace, &name)?;
         let key = (scope(r, namespace), name.clone());
         if self.map(r).is_some_and(|m| m.contains_key(&key)) {
             return Err(Error::AlreadyExists { resource: r, name });
@@ -396,11 +459,29 @@ impl Store {
             meta.remove("generation");
         }
         initial_status(r, &mut obj);
+        apply::drop_empty_metadata_maps(&mut obj);
+        let mut obj = Value::Object(obj);
+        let managers = match managers {
+            Some(m) => m,
+            None => {
+                let mut m = Managers::default();
+                // An object the field manager cannot walk (a list item without its key) is
+                // stored untracked, as the API server does.
+                let scope = self.scope(r, Target::Main);
+                if apply::record_update(&mut m, None, &obj, &scope, write.manager, &self.now)
+                    .is_err()
+                {
+                    m = Managers::default();
+                }
+                m
+            }
+        };
+        managers.store_in(&mut obj);
         if dry_run {
-            return Ok(Value::Object(obj));
+            return Ok(obj);
         }
         self.uids += 1;
-        let object = self.commit(r, key, Value::Object(obj), EventType::Added, None);
+        let object = self.commit(r, key, obj, EventType::Added, None);
         Ok(object)
     }
 
@@ -414,6 +495,38 @@ impl Store {
         target: Target,
         dry_run: bool,
     ) -> Result<Value, Error> {
+        self.update_with(r, namespace, name, object, target, Write::dry(dry_run))
+    }
+
+    /// Replace an object or its status, recording what changed as owned by the write's manager.
+    pub fn update_with(
+        &mut self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        target: Target,
+        write: Write<'_>,
+    ) -> Result<Value, Error> {
+        let updated = self.update_inner(r, namespace, name, object, target, write, None)?;
+        if !write.dry_run {
+            self.collect_garbage();
+        }
+        Ok(updated)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the public forms take fewer
+    fn update_inner(
+        &mut self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        target: Target,
+        write: Write<'_>,
+        managers: Option<Managers>,
+    ) -> Result<Value, Error> {
+        let dry_run = write.dry_run;
         let mut new = into_object(object, r)?;
         let meta = metadata_mut(&mut new)?;
         check_namespace(r, namespace, meta)?;
@@ -523,7 +636,40 @@ impl Store {
                 merged
             }
         };
-        let new = Value::Object(new);
+        let mut new = new;
+        apply::drop_empty_metadata_maps(&mut new);
+        let mut new = Value::Object(new);
+        let managers = match managers {
+            Some(m) => m,
+            None => {
+                // Managed fields the client sent (changed ones) replace the stored ones, as the
+                // API server allows for the main resource: kubectl's migration from client-side
+                // to server-side apply rewrites them so.
+                let sent = new
+                    .pointer("/metadata/managedFields")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty());
+                let before = if target == Target::Main && sent {
+                    Managers::of(&new)
+                } else {
+                    Managers::of(&old)
+                };
+                let mut m = before.clone();
+                let scope = self.scope(r, target);
+                match apply::record_update(
+                    &mut m,
+                    Some(&old),
+                    &new,
+                    &scope,
+                    write.manager,
+                    &self.now,
+                ) {
+                    Ok(()) => m,
+                    Err(_) => before,
+                }
+            }
+        };
+        managers.store_in(&mut new);
         if new == old || dry_run {
             // A no-op write changes nothing, not even the resourceVersion.
             return Ok(new);
@@ -544,6 +690,19 @@ impl Store {
         target: Target,
         dry_run: bool,
     ) -> Result<Value, Error> {
+        self.patch_with(r, namespace, name, patch, target, Write::dry(dry_run))
+    }
+
+    /// Patch an object or its status as the write's manager.
+    pub fn patch_with(
+        &mut self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        name: &str,
+        patch: &Patch,
+        target: Target,
+        write: Write<'_>,
+    ) -> Result<Value, Error> {
         if target == Target::Status && !r.status {
             return Err(Error::NotFound {
                 resource: r,
@@ -562,12 +721,156 @@ impl Store {
             }
             Patch::Json(p) => json_patch::patch(&mut obj, p)
                 .map_err(|e| Error::UnprocessablePatch(e.to_string()))?,
+            Patch::Strategic(p) => {
+                obj = super::strategic::patch(&obj, p)
+                    .map_err(|e| Error::BadRequest(e.to_string()))?;
+            }
         }
-        self.update(r, namespace, name, obj, target, dry_run)
+        self.update_with(r, namespace, name, obj, target, write)
     }
 
-    /// Delete an object, checking the optional uid and resourceVersion preconditions. Deleting a
-    /// namespace deletes everything in it at once (no Terminating phase yet).
+    /// The field-tracking scope of a write to `r` through `target`.
+    fn scope(&self, r: &'static ResourceDef, target: Target) -> apply::Scope {
+        apply::Scope {
+            schema: Schema::Root(r),
+            status_subresource: r.status,
+            status_write: target == Target::Status,
+            api_version: r.api_version(),
+        }
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`): merge `config` into the object (or
+    /// create it), owned by `opts.manager`; a change to a field another manager owns is a
+    /// conflict unless `opts.force`. Returns the object and whether it was created.
+    #[allow(clippy::too_many_arguments)] // mirrors the request: where, what, how
+    pub fn apply(
+        &mut self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        name: &str,
+        config: Value,
+        target: Target,
+        opts: ApplyOptions<'_>,
+    ) -> Result<(Value, bool), Error> {
+        if target == Target::Status && !r.status {
+            return Err(Error::NotFound {
+                resource: r,
+                name: name.to_string(),
+            });
+        }
+        for field in ["apiVersion", "kind"] {
+            if config
+                .get(field)
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(Error::BadRequest(format!(
+                    "error decoding the apply configuration: Object '{}' is missing",
+                    if field == "kind" {
+                        "Kind"
+                    } else {
+                        "apiVersion"
+                    }
+                )));
+            }
+        }
+        let mut cfg = into_object(config, r)?;
+        let meta = metadata_mut(&mut cfg)?;
+        check_namespace(r, namespace, meta)?;
+        match meta.get("name").and_then(Value::as_str) {
+            Some(n) if n != name && !n.is_empty() => {
+                return Err(Error::BadRequest(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => {
+                meta.insert("name".into(), Value::String(name.to_string()));
+            }
+        }
+        if meta.get("managedFields").is_some_and(|m| !m.is_null()) {
+            return Err(Error::BadRequest(
+                "metadata.managedFields must be nil".into(),
+            ));
+        }
+        let wanted_rv = meta
+            .remove("resourceVersion")
+            .and_then(|v| v.as_str().map(String::from))
+            .filter(|v| !v.is_empty());
+        for server_owned in [
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "selfLink",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+        ] {
+            meta.remove(server_owned);
+        }
+        match target {
+            Target::Main if r.status => {
+                cfg.remove("status");
+            }
+            Target::Main => {}
+            Target::Status => {
+                cfg.retain(|k, _| {
+                    matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")
+                });
+                if let Some(m) = cfg.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.retain(|k, _| k == "name" || k == "namespace");
+                }
+            }
+        }
+        let cfg = Value::Object(cfg);
+        let scope = self.scope(r, target);
+        let req = apply::Apply {
+            manager: opts.manager,
+            force: opts.force,
+            now: &self.now,
+        };
+        let write = Write {
+            dry_run: opts.dry_run,
+            manager: Some(opts.manager),
+        };
+        let live = match self.get(r, namespace, name) {
+            Ok(live) => live,
+            Err(Error::NotFound { .. }) if target == Target::Main => {
+                let mut managers = Managers::default();
+                let obj = apply::apply(None, &cfg, &mut managers, &scope, req)
+                    .map_err(|e| apply_error(r, name, e))?;
+                let created = self.create_inner(r, namespace, obj, write, Some(managers))?;
+                return Ok((created, true));
+            }
+            Err(e) => return Err(e),
+        };
+        let live_rv = live
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if wanted_rv.as_deref().is_some_and(|want| want != live_rv) {
+            return Err(Error::Conflict {
+                resource: r,
+                name: name.to_string(),
+                reason: CONFLICT_MODIFIED.into(),
+            });
+        }
+        let mut managers = Managers::of(&live);
+        let mut bare = live.clone();
+        if let Some(m) = bare.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
+        let merged = apply::apply(Some(&bare), &cfg, &mut managers, &scope, req)
+            .map_err(|e| apply_error(r, name, e))?;
+        let updated =
+            self.update_inner(r, namespace, name, merged, target, write, Some(managers))?;
+        if !opts.dry_run {
+            self.collect_garbage();
+        }
+        Ok((updated, false))
+    }
+
+    /// Delete an object (background propagation), checking the optional uid and
+    /// resourceVersion preconditions; see [`Store::delete_with`].
     pub fn delete(
         &mut self,
         r: &'static ResourceDef,
@@ -576,59 +879,21 @@ impl Store {
         preconditions: &Preconditions,
         dry_run: bool,
     ) -> Result<Value, Error> {
-        let old = self.get(r, namespace, name)?;
-        for (field, want) in [
-            ("uid", &preconditions.uid),
-            ("resourceVersion", &preconditions.resource_version),
-        ] {
-            let Some(want) = want else { continue };
-            let have = old
-                .pointer(&format!("/metadata/{field}"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if want != have {
-                let label = if field == "uid" {
-                    "UID"
-                } else {
-                    "ResourceVersion"
-                };
-                return Err(Error::Conflict {
-                    resource: r,
-                    name: name.to_string(),
-                    reason: format!(
-                        "Precondition failed: {label} in precondition: {want}, {label} in object meta: {have}"
-                    ),
-                });
-            }
-        }
-        if r == resources::namespaces() && UNDELETABLE_NAMESPACES.contains(&name) {
-            return Err(Error::Forbidden {
-                resource: r,
-                name: name.to_string(),
-                reason: "this namespace may not be deleted".into(),
-            });
-        }
-        if dry_run {
-            return Ok(old);
-        }
-        if r == resources::namespaces() {
-            for inner in resources::RESOURCES.iter().filter(|d| d.namespaced) {
-                let names: Vec<String> = self
-                    .map(inner)
-                    .into_iter()
-                    .flatten()
-                    .filter(|((ns, _), _)| ns == name)
-                    .map(|((_, n), _)| n.clone())
-                    .collect();
-                for n in names {
-                    self.remove(inner, name, &n);
-                }
-            }
-        }
-        Ok(self.remove(r, namespace, name).unwrap_or(old))
+        let opts = DeleteOptions {
+            preconditions: preconditions.clone(),
+            propagation: None,
+            dry_run,
+        };
+        self.delete_with(r, namespace, name, &opts)
+            .map(|d| d.object)
     }
 
-    fn remove(&mut self, r: &'static ResourceDef, namespace: &str, name: &str) -> Option<Value> {
+    pub(crate) fn remove(
+        &mut self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
         let key = (scope(r, namespace), name.to_string());
         let mut obj = self.objects.get_mut(&id(r))?.remove(&key)?;
         self.revision += 1;
@@ -667,21 +932,34 @@ impl Store {
             .collect())
     }
 
-    fn check_namespace_exists(&self, r: &ResourceDef, namespace: &str) -> Result<(), Error> {
+    fn check_namespace_exists(
+        &self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), Error> {
         if !r.namespaced {
             return Ok(());
         }
         let ns = resources::namespaces();
-        if self
+        match self
             .map(ns)
-            .is_some_and(|m| m.contains_key(&(String::new(), namespace.to_string())))
+            .and_then(|m| m.get(&(String::new(), namespace.to_string())))
         {
-            Ok(())
-        } else {
-            Err(Error::NotFound {
+            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                Err(Error::Forbidden {
+                    resource: r,
+                    name: name.to_string(),
+                    reason: format!(
+                        "unable to create new content in namespace {namespace} because it is being terminated"
+                    ),
+                })
+            }
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound {
                 resource: ns,
                 name: namespace.to_string(),
-            })
+            }),
         }
     }
 
@@ -718,6 +996,31 @@ impl Store {
             self.compacted = dropped.revision;
         }
         self.log.push_back(change);
+    }
+}
+
+fn apply_error(r: &'static ResourceDef, name: &str, e: apply::Error) -> Error {
+    match e {
+        apply::Error::Conflicts { message, causes } => Error::ApplyConflict {
+            message,
+            causes: causes
+                .into_iter()
+                .map(|(field, message)| Cause {
+                    reason: "FieldManagerConflict",
+                    field,
+                    message,
+                })
+                .collect(),
+        },
+        apply::Error::Schema(e) => Error::Invalid {
+            resource: r,
+            name: name.to_string(),
+            causes: vec![Cause {
+                reason: "FieldValueInvalid",
+                field: String::new(),
+                message: e.to_string(),
+            }],
+        },
     }
 }
 

@@ -4,11 +4,14 @@
 
 mod bad_input;
 mod cli;
+mod examples;
 mod injection;
+mod kubectl;
 mod plan;
 mod plan_e2e;
 mod plan_props;
 mod render;
 mod sim;
+mod sim_api;
 mod sim_controllers;
 mod support;

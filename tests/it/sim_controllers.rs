@@ -431,7 +431,7 @@ async fn memory_hot_plug_and_an_injected_failure() {
     })
     .await;
 
-    server.faults().fail_next_memory_hotplug();
+    server.kubevirt_faults().fail_next_memory_hotplug();
     merge(
         &vms(&client),
         "mem",
@@ -867,13 +867,15 @@ async fn webhooks_reject_with_kubevirts_messages_on_every_write_path() {
 #[tokio::test]
 async fn faults_stuck_migrations_and_a_missing_guest_agent() {
     let (server, client) = start().await;
-    server.faults().set_guest_agent("default", "quiet", false);
+    server
+        .kubevirt_faults()
+        .set_guest_agent("default", "quiet", false);
     let vm = running_vm(&client, "quiet", None).await;
     assert!(condition(&vm, "AgentConnected").is_none());
     let vmi = get(&vmis(&client), "quiet").await.unwrap();
     assert_eq!(vmi["status"]["interfaces"][0]["infoSource"], "domain");
 
-    server.faults().set_migrations_stuck(true);
+    server.kubevirt_faults().set_migrations_stuck(true);
     merge(
         &vms(&client),
         "quiet",
@@ -890,7 +892,7 @@ async fn faults_stuck_migrations_and_a_missing_guest_agent() {
     .await;
     let vm = get(&vms(&client), "quiet").await.unwrap();
     assert_eq!(condition(&vm, "HotVCPUChange").unwrap()["status"], "True");
-    server.faults().set_migrations_stuck(false);
+    server.kubevirt_faults().set_migrations_stuck(false);
     vm_status_is(
         &client,
         "quiet",
