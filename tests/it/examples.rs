@@ -7,9 +7,9 @@
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::{Client, Config};
 use serde_json::Value;
-use wukong::sim::{Server, resources};
+use wukong::sim::{Config as SimConfig, Server, resources};
 
-use crate::support::root;
+use crate::support::{eventually, root};
 
 /// Every YAML document under `dir`, with its file name.
 pub fn documents(dir: &str) -> Vec<(String, Value)> {
@@ -96,13 +96,117 @@ async fn create_all(client: &Client, docs: &[(String, Value)]) {
     }
 }
 
+/// Volumes that need nothing from the cluster (no claim, no host, no device).
+fn self_contained(spec: &Value) -> bool {
+    spec.pointer("/volumes")
+        .and_then(Value::as_array)
+        .is_none_or(|vols| {
+            vols.iter().all(|v| {
+                [
+                    "containerDisk",
+                    "cloudInitNoCloud",
+                    "cloudInitConfigDrive",
+                    "emptyDisk",
+                ]
+                .iter()
+                .any(|k| v.get(k).is_some())
+            })
+        })
+        && spec.pointer("/domain/devices/gpus").is_none()
+        && spec.pointer("/domain/devices/hostDevices").is_none()
+        && spec
+            .pointer("/networks")
+            .and_then(Value::as_array)
+            .is_none_or(|n| n.iter().all(|n| n.get("pod").is_some()))
+}
+
+/// What KubeVirt gives an example: a halted VM is Stopped; a running VM whose disks come from
+/// its own DataVolume templates or need nothing from the cluster is Running, and so is such a
+/// VMI.
+fn expected(doc: &Value) -> Option<(&'static str, &'static str)> {
+    match doc["kind"].as_str()? {
+        "VirtualMachine" => {
+            let halted = doc.pointer("/spec/runStrategy").and_then(Value::as_str) == Some("Halted")
+                || doc.pointer("/spec/running") == Some(&Value::Bool(false));
+            if halted {
+                return Some(("/status/printableStatus", "Stopped"));
+            }
+            let spec = doc.pointer("/spec/template/spec")?;
+            let from_templates = spec
+                .pointer("/volumes")
+                .and_then(Value::as_array)
+                .is_some_and(|vols| {
+                    vols.iter().all(|v| {
+                        v.get("dataVolume").is_some()
+                            || ["containerDisk", "cloudInitNoCloud"]
+                                .iter()
+                                .any(|k| v.get(k).is_some())
+                    })
+                });
+            (from_templates || self_contained(spec))
+                .then_some(("/status/printableStatus", "Running"))
+        }
+        "VirtualMachineInstance" => {
+            self_contained(doc.get("spec")?).then_some(("/status/phase", "Running"))
+        }
+        _ => None,
+    }
+}
+
 #[tokio::test]
-async fn every_kubevirt_example_is_accepted() {
-    let server = Server::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+async fn every_kubevirt_example_is_accepted_and_reaches_kubevirts_state() {
+    let server = Server::start_with("127.0.0.1:0".parse().unwrap(), SimConfig::fast())
+        .await
+        .unwrap();
     let client = Client::try_from(Config::new(server.url().parse().unwrap())).unwrap();
     let docs = documents("tests/fixtures/kubevirt-examples");
     assert_eq!(docs.len(), 35, "one document per example file");
+    // KubeVirt's examples expect the storage class of its test clusters.
+    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+    classes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "local"}, "provisioner": "kubernetes.io/no-provisioner"
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     create_all(&client, &docs).await;
+    let mut checked = 0;
+    for (file, doc) in &docs {
+        let Some((pointer, want)) = expected(doc) else {
+            continue;
+        };
+        let kind = doc["kind"].as_str().unwrap();
+        let r = resources::RESOURCES
+            .iter()
+            .find(|r| r.group == "kubevirt.io" && r.kind == kind)
+            .unwrap();
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            file.trim_end_matches(".yaml"),
+            &ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk(r.group, r.version, r.kind),
+                r.plural,
+            ),
+        );
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        eventually(&format!("{file}: {pointer} = {want}"), || async {
+            let o = serde_json::to_value(api.get(name).await.map_err(|e| e.to_string())?).unwrap();
+            match o.pointer(pointer).and_then(Value::as_str) {
+                Some(v) if v == want => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        checked += 1;
+    }
+    assert!(
+        checked >= 20,
+        "only {checked} examples have a known end state"
+    );
 
     // The schema test data (the VirtualMachine examples `src/schema.rs` checks) too, on a
     // fresh cluster.
