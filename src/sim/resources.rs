@@ -143,6 +143,9 @@ pub const RESOURCES: &[ResourceDef] = &[
     ),
     def("", "v1", "secrets", "secret", "Secret", true, false, &[]),
     def("", "v1", "events", "event", "Event", true, false, &["ev"]),
+    // Pods are served (and stay empty: no virt-launcher pods are simulated) so that
+    // `kubectl describe pvc`, which lists the pods using a claim, works.
+    def("", "v1", "pods", "pod", "Pod", true, true, &["po"]),
     def(
         "storage.k8s.io",
         "v1",

@@ -289,6 +289,8 @@ async fn kubectl_manages_persistent_volume_claims() {
     assert_eq!(got["spec"]["resources"]["requests"]["storage"], "2Gi");
     assert_eq!(got["metadata"]["labels"]["tier"], "db");
     assert_eq!(got["metadata"]["finalizers"], json!(["example.com/keep"]));
+    let described = c.ok(&["describe", "pvc", "data"]);
+    assert!(described.contains("Name:          data"), "{described}");
 
     // The finalizer holds the claim: kubectl delete without waiting leaves it terminating.
     c.ok(&["delete", "pvc", "data", "--wait=false"]);
