@@ -46,27 +46,7 @@ pub enum Command {
         revision: String,
     },
     /// Show what it takes to bring the cluster to the fleet: every step, its class and why.
-    Plan {
-        /// Fleet directory (or a single YAML file).
-        path: PathBuf,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-        /// Plan against a snapshot saved by `wukong snapshot` instead of a cluster.
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["kubeconfig", "context"])]
-        live: Option<PathBuf>,
-        #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
-        output: PlanFormat,
-        /// Revision recorded on the objects the plan writes.
-        #[arg(long, default_value = "local")]
-        revision: String,
-        /// Exit 0 when there is nothing to do, 2 when the plan has steps, 1 on errors.
-        #[arg(long)]
-        detailed_exitcode: bool,
-        /// Also save the whole plan (steps, manifests to write, the live versions it was
-        /// computed from) as JSON.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-    },
+    Plan(PlanArgs),
     /// Save the live state the fleet's plan depends on, for `plan --live` without a cluster.
     Snapshot {
         /// Fleet directory (its namespaces scope what is read).
@@ -222,14 +202,28 @@ fn write_file(path: &Path, text: &str) -> Result<(), Error> {
     })
 }
 
-struct PlanArgs {
-    path: PathBuf,
-    cluster: ClusterArgs,
-    live: Option<PathBuf>,
-    output: PlanFormat,
-    revision: String,
-    detailed_exitcode: bool,
-    out: Option<PathBuf>,
+/// The arguments of `wukong plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Fleet directory (or a single YAML file).
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Plan against a snapshot saved by `wukong snapshot` instead of a cluster.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kubeconfig", "context"])]
+    pub live: Option<PathBuf>,
+    #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+    pub output: PlanFormat,
+    /// Revision recorded on the objects the plan writes.
+    #[arg(long, default_value = "local")]
+    pub revision: String,
+    /// Exit 0 when there is nothing to do, 2 when the plan has steps, 1 on errors.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Also save the whole plan (steps, manifests to write, the live versions it was
+    /// computed from) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 fn run_plan(a: PlanArgs) -> Result<u8, Error> {
@@ -270,24 +264,8 @@ fn run_plan(a: PlanArgs) -> Result<u8, Error> {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Plan {
-            path,
-            cluster,
-            live,
-            output,
-            revision,
-            detailed_exitcode,
-            out,
-        } => {
-            return match run_plan(PlanArgs {
-                path,
-                cluster,
-                live,
-                output,
-                revision,
-                detailed_exitcode,
-                out,
-            }) {
+        Command::Plan(args) => {
+            return match run_plan(args) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     eprintln!("error: {e}");

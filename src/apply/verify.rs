@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::live::{at, condition, condition_true, str_at};
+use crate::live::{at, condition, condition_true, quantity_at, str_at};
 use crate::quantity::Quantity;
 
 /// What a predicate sees.
@@ -78,8 +78,7 @@ pub fn memory(vm: Option<&Value>, vmi: Option<&Value>, guest: Quantity) -> Verdi
     let Some(vmi) = vmi else {
         return Verdict::pending("no instance");
     };
-    let requested = str_at(vmi, &["status", "memory", "guestRequested"])
-        .and_then(|s| s.parse::<Quantity>().ok());
+    let requested = quantity_at(vmi, &["status", "memory", "guestRequested"]);
     if requested != Some(guest) {
         return Verdict::pending(format!(
             "status.memory.guestRequested is {}, want {guest}",
@@ -144,14 +143,10 @@ pub fn nic_detached(vm: Option<&Value>, vmi: Option<&Value>, name: &str) -> Verd
 /// Disk growth: the PVC's `status.capacity` reached `size`, and, on a running VM, the
 /// instance's `volumeStatus[].persistentVolumeClaimInfo.capacity` too.
 pub fn disk(pvc: Option<&Value>, vmi: Option<&Value>, claim: &str, size: Quantity) -> Verdict {
-    let capacity = |v: Option<&Value>| {
-        v.and_then(|s| s.as_str())
-            .and_then(|s| s.parse::<Quantity>().ok())
-    };
     let Some(pvc) = pvc else {
         return Verdict::Failed(format!("PVC {claim} is gone"));
     };
-    let have = capacity(at(pvc, &["status", "capacity", "storage"]));
+    let have = quantity_at(pvc, &["status", "capacity", "storage"]);
     if have.is_none_or(|h| h < size) {
         return Verdict::pending(format!(
             "PVC {claim} capacity is {}, want {size}",
@@ -167,7 +162,7 @@ pub fn disk(pvc: Option<&Value>, vmi: Option<&Value>, claim: &str, size: Quantit
             l.iter()
                 .find(|v| str_at(v, &["persistentVolumeClaimInfo", "claimName"]) == Some(claim))
         })
-        .and_then(|v| capacity(at(v, &["persistentVolumeClaimInfo", "capacity", "storage"])));
+        .and_then(|v| quantity_at(v, &["persistentVolumeClaimInfo", "capacity", "storage"]));
     match seen {
         Some(s) if s >= size => Verdict::Done,
         other => Verdict::pending(format!(

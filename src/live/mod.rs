@@ -379,6 +379,16 @@ pub fn str_at<'a>(object: &'a Value, path: &[&str]) -> Option<&'a str> {
     at(object, path)?.as_str()
 }
 
+/// The Kubernetes quantity at a path of keys: a string such as `4Gi`, or a plain number (the
+/// API server accepts both).
+pub fn quantity_at(object: &Value, path: &[&str]) -> Option<crate::quantity::Quantity> {
+    match at(object, path)? {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.to_string().parse().ok(),
+        _ => None,
+    }
+}
+
 /// The value at a path of keys.
 pub fn at<'a>(object: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(object, |v, k| v.get(k))

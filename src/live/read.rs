@@ -100,11 +100,11 @@ pub async fn read(client: &kube::Client, scope: &Scope) -> Result<LiveState, Err
                 .map(|ns| Api::namespaced_with(client.clone(), ns, &resource(kind)))
                 .collect(),
         };
+        let optional = matches!(
+            kind,
+            LiveKind::DataVolume | LiveKind::NetworkAttachmentDefinition | LiveKind::KubeVirt
+        );
         for api in lists {
-            let optional = matches!(
-                kind,
-                LiveKind::DataVolume | LiveKind::NetworkAttachmentDefinition | LiveKind::KubeVirt
-            );
             for object in list_all(&api, plural, optional, kind == LiveKind::KubeVirt).await? {
                 let value = serde_json::to_value(object).map_err(|source| Error::Convert {
                     what: plural.to_owned(),

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::live::{LiveState, at, condition, condition_true, str_at};
+use crate::live::{LiveState, at, condition, condition_true, quantity_at, str_at};
 use crate::quantity::Quantity;
 
 /// Cluster-wide settings of the KubeVirt CR.
@@ -76,7 +76,7 @@ pub struct Instance {
 
 impl Instance {
     pub fn of(vmi: &Value) -> Instance {
-        let q = |path: &[&str]| str_at(vmi, path).and_then(|s| s.parse::<Quantity>().ok());
+        let q = |path: &[&str]| quantity_at(vmi, path);
         let u = |path: &[&str]| {
             at(vmi, path)
                 .and_then(Value::as_u64)

@@ -10,10 +10,11 @@
 
 use serde_json::{Value, json};
 
+use super::shape::set_pointer as set;
 use super::vm::ANNOTATION_DISK_SIZE;
 use super::{Change, Class, Plan};
 use crate::identity::{Kind, ObjectRef};
-use crate::live::{LiveKind, LiveState, NsName, at, str_at};
+use crate::live::{LiveKind, LiveState, NsName, at, quantity_at, str_at};
 use crate::quantity::Quantity;
 
 /// KubeVirt's default `maxHotplugRatio`: maxSockets and maxGuest of an instance whose VM sets
@@ -91,22 +92,6 @@ fn revision_of(object: Option<&Value>) -> u64 {
         .and_then(|o| str_at(o, &["metadata", "resourceVersion"]))
         .and_then(|r| r.parse().ok())
         .unwrap_or(0)
-}
-
-fn set(v: &mut Value, pointer: &str, value: Value) {
-    let mut cur = v;
-    for key in pointer.split('/').skip(1) {
-        if !cur.is_object() {
-            *cur = Value::Object(Default::default());
-        }
-        let Some(map) = cur.as_object_mut() else {
-            return;
-        };
-        cur = map
-            .entry(key.replace("~1", "/").replace("~0", "~"))
-            .or_insert(Value::Null);
-    }
-    *cur = value;
 }
 
 fn converge_vm(
@@ -273,10 +258,6 @@ fn converge_vm(
     let _ = next.insert(LiveKind::VirtualMachine, vm);
 }
 
-fn quantity(v: &Value, pointer: &str) -> Option<Quantity> {
-    v.pointer(pointer)?.as_str()?.parse().ok()
-}
-
 /// The instance of a VM: started afresh from the template, or the running one after the
 /// plan's live changes.
 fn instance(
@@ -295,7 +276,7 @@ fn instance(
             .unwrap_or(1)
     };
     let (sockets, cores, threads) = (topology("sockets"), topology("cores"), topology("threads"));
-    let guest = quantity(tspec, "/domain/memory/guest");
+    let guest = quantity_at(tspec, &["domain", "memory", "guest"]);
     let interfaces: Vec<Value> = tspec
         .pointer("/domain/devices/interfaces")
         .and_then(Value::as_array)

@@ -417,9 +417,7 @@ fn plan_nads(
                             nad_config(manifest).map(str::to_owned),
                         ),
                     );
-                    let mut w = (*manifest).clone();
-                    set_revision(&mut w, &plan.revision);
-                    plan.writes.insert((*id).clone(), w);
+                    plan.writes.insert((*id).clone(), (*manifest).clone());
                 }
             }
         }

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::identity::ANNOTATION_REVISION;
-use crate::live::{at, str_at};
+use crate::live::{at, quantity_at, str_at};
 use crate::quantity::Quantity;
 
 /// Template annotation KubeVirt's VM controller copies from the VMI.
@@ -99,14 +99,6 @@ pub struct VmShape {
 
 fn u32_at(v: &Value, path: &[&str]) -> Option<u32> {
     at(v, path)?.as_u64().and_then(|n| u32::try_from(n).ok())
-}
-
-fn quantity_at(v: &Value, path: &[&str]) -> Option<Quantity> {
-    match at(v, path)? {
-        Value::String(s) => s.parse().ok(),
-        Value::Number(n) => n.to_string().parse().ok(),
-        _ => None,
-    }
 }
 
 const TEMPLATE_SPEC: [&str; 3] = ["spec", "template", "spec"];
@@ -239,6 +231,24 @@ fn disks(vm: &Value, spec: &Value) -> Vec<DiskShape> {
             })
         })
         .collect()
+}
+
+/// Set the value at a JSON pointer (RFC 6901 escapes `~1`, `~0` understood), creating the
+/// objects on the way.
+pub fn set_pointer(v: &mut Value, pointer: &str, value: Value) {
+    let mut cur = v;
+    for key in pointer.split('/').skip(1) {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let Some(map) = cur.as_object_mut() else {
+            return;
+        };
+        cur = map
+            .entry(key.replace("~1", "/").replace("~0", "~"))
+            .or_insert(Value::Null);
+    }
+    *cur = value;
 }
 
 /// Normalise a VirtualMachine for comparison: keep what a fleet can declare, drop what the

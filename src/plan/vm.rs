@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::cluster::{self, Instance, KubeVirtConfig};
-use super::shape::{self, Binding, DiskShape, Nic, VmShape};
+use super::shape::{self, Binding, DiskShape, Nic, VmShape, set_pointer};
 use super::{Change, Class, Step};
 use crate::fleet;
 use crate::identity::{ObjectRef, WUKONG_PREFIX};
-use crate::live::{LiveState, str_at};
+use crate::live::{LiveState, quantity_at, str_at};
 use crate::quantity::Quantity;
 
 /// PVC annotation where the executor records the disk size the fleet asked for. CDI pads a
@@ -281,15 +281,12 @@ fn cpu_step(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, hot_plug: bool, steps: &mut
             return Err("only CPU sockets change live; cores or threads change".into());
         }
         if d.cpu.max_sockets != l.cpu.max_sockets {
-            return Err(if !hot_plug {
-                "CPU hot-plug is not enabled for this VM (scalingPolicy.enableHotPlug), so maxSockets follows the CPU count and KubeVirt needs a restart".into()
-            } else {
-                format!(
-                    "maxSockets changes from {} to {}; KubeVirt fixes it when the VM starts",
-                    opt(l.cpu.max_sockets),
-                    opt(d.cpu.max_sockets)
-                )
-            });
+            return Err(limit_changed(
+                ("CPU", "maxSockets", "CPU count"),
+                hot_plug,
+                opt(l.cpu.max_sockets),
+                opt(d.cpu.max_sockets),
+            ));
         }
         let Some(instance) = ctx.instance else {
             return Ok(String::new());
@@ -319,6 +316,23 @@ fn cpu_step(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, hot_plug: bool, steps: &mut
     ));
 }
 
+/// Why a change of a hot-plug limit (`maxSockets`, `maxGuest`) needs a restart: KubeVirt fixes
+/// the limit when an instance starts. `(resource, limit, size)` name them in the message.
+fn limit_changed(
+    (resource, limit, size): (&str, &str, &str),
+    hot_plug: bool,
+    from: String,
+    to: String,
+) -> String {
+    if hot_plug {
+        format!("{limit} changes from {from} to {to}; KubeVirt fixes it when the VM starts")
+    } else {
+        format!(
+            "{resource} hot-plug is not enabled for this VM (scalingPolicy.enableHotPlug), so {limit} follows the {size} and KubeVirt needs a restart"
+        )
+    }
+}
+
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "unset".into())
 }
@@ -338,15 +352,12 @@ fn memory_step(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, hot_plug: bool, steps: &
     }
     let check = || -> Result<String, String> {
         if d.memory.max_guest != l.memory.max_guest {
-            return Err(if !hot_plug {
-                "memory hot-plug is not enabled for this VM (scalingPolicy.enableHotPlug), so maxGuest follows the memory size and KubeVirt needs a restart".into()
-            } else {
-                format!(
-                    "maxGuest changes from {} to {}; KubeVirt fixes it when the VM starts",
-                    opt(l.memory.max_guest),
-                    opt(d.memory.max_guest)
-                )
-            });
+            return Err(limit_changed(
+                ("memory", "maxGuest", "memory size"),
+                hot_plug,
+                opt(l.memory.max_guest),
+                opt(d.memory.max_guest),
+            ));
         }
         let Some(guest) = d.memory.guest else {
             return Err("memory.guest is removed".into());
@@ -393,30 +404,20 @@ fn memory_step(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, hot_plug: bool, steps: &
 /// request, else the VM's template, else the PVC's own request.
 fn current_size(live: &LiveState, ns: &str, disk: &DiskShape) -> Option<Quantity> {
     let pvc = live.pvc(ns, &disk.volume);
-    let parse = |s: Option<&str>| s.and_then(|s| s.parse::<Quantity>().ok());
+    let requested = ["resources", "requests", "storage"];
     pvc.and_then(|p| {
-        parse(
-            p.pointer("/metadata/annotations")
-                .and_then(|a| a.get(ANNOTATION_DISK_SIZE))
-                .and_then(Value::as_str),
-        )
+        p.pointer("/metadata/annotations")
+            .and_then(|a| quantity_at(a, &[ANNOTATION_DISK_SIZE]))
     })
     .or_else(|| {
         live.data_volume(ns, &disk.volume).and_then(|dv| {
-            parse(str_at(
-                dv,
-                &["spec", "storage", "resources", "requests", "storage"],
-            ))
-            .or_else(|| {
-                parse(str_at(
-                    dv,
-                    &["spec", "pvc", "resources", "requests", "storage"],
-                ))
-            })
+            let spec = dv.get("spec")?;
+            quantity_at(spec.get("storage")?, &requested)
+                .or_else(|| quantity_at(spec.get("pvc")?, &requested))
         })
     })
     .or(disk.size)
-    .or_else(|| pvc.and_then(|p| parse(str_at(p, &["spec", "resources", "requests", "storage"]))))
+    .or_else(|| pvc.and_then(|p| quantity_at(p.get("spec")?, &requested)))
 }
 
 fn disk_steps(ctx: &Ctx<'_>, input: &VmInput<'_>, d: &VmShape, l: &VmShape, steps: &mut Vec<Step>) {
@@ -757,24 +758,28 @@ fn tspec_mut(v: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
         .and_then(Value::as_object_mut)
 }
 
-fn named<'a>(list: Option<&'a Value>, name: &str) -> Option<&'a Value> {
-    list?
+/// The key of list elements: `name`, or `metadata.name` for DataVolume templates.
+const NAME: &[&str] = &["name"];
+const META_NAME: &[&str] = &["metadata", "name"];
+
+/// The element of the list at `pointer` whose `key` is `name`.
+fn keyed<'a>(v: &'a Value, pointer: &str, key: &[&str], name: &str) -> Option<&'a Value> {
+    v.pointer(pointer)?
         .as_array()?
         .iter()
-        .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+        .find(|e| str_at(e, key) == Some(name))
 }
 
-/// Replace (or remove, with `None`) the element called `name` of the list at `pointer`.
-fn put_named(v: &mut Value, pointer: &str, name: &str, element: Option<Value>) {
+/// Replace (or remove, with `None`) the element whose `key` is `name` in the list at
+/// `pointer`, creating the list if needed.
+fn put_keyed(v: &mut Value, pointer: &str, key: &[&str], name: &str, element: Option<Value>) {
     let Some(list) = v.pointer_mut(pointer).and_then(Value::as_array_mut) else {
         if let Some(e) = element {
             set_pointer(v, pointer, Value::Array(vec![e]));
         }
         return;
     };
-    let pos = list
-        .iter()
-        .position(|e| e.get("name").and_then(Value::as_str) == Some(name));
+    let pos = list.iter().position(|e| str_at(e, key) == Some(name));
     match (pos, element) {
         (Some(i), Some(e)) => list[i] = e,
         (Some(i), None) => {
@@ -785,85 +790,44 @@ fn put_named(v: &mut Value, pointer: &str, name: &str, element: Option<Value>) {
     }
 }
 
-fn set_pointer(v: &mut Value, pointer: &str, value: Value) {
-    let mut cur = v;
-    for key in pointer.split('/').skip(1) {
-        if !cur.is_object() {
-            *cur = Value::Object(Default::default());
-        }
-        let Some(map) = cur.as_object_mut() else {
-            return;
-        };
-        cur = map.entry(key).or_insert(Value::Null);
-    }
-    *cur = value;
-}
-
-fn dvt_named<'a>(vm: &'a Value, volume: &str) -> Option<&'a Value> {
-    vm.pointer("/spec/dataVolumeTemplates")?
-        .as_array()?
-        .iter()
-        .find(|t| str_at(t, &["metadata", "name"]) == Some(volume))
-}
-
-fn put_dvt(vm: &mut Value, volume: &str, element: Option<Value>) {
-    let pointer = "/spec/dataVolumeTemplates";
-    match vm.pointer_mut(pointer).and_then(Value::as_array_mut) {
-        Some(list) => {
-            let pos = list
-                .iter()
-                .position(|t| str_at(t, &["metadata", "name"]) == Some(volume));
-            match (pos, element) {
-                (Some(i), Some(e)) => list[i] = e,
-                (Some(i), None) => {
-                    list.remove(i);
-                }
-                (None, Some(e)) => list.push(e),
-                (None, None) => {}
-            }
-        }
-        None => {
-            if let Some(e) = element {
-                set_pointer(vm, pointer, Value::Array(vec![e]));
-            }
-        }
-    }
-}
-
 const IFACES: &str = "/spec/template/spec/domain/devices/interfaces";
 const NETWORKS: &str = "/spec/template/spec/networks";
 const DISKS: &str = "/spec/template/spec/domain/devices/disks";
 const VOLUMES: &str = "/spec/template/spec/volumes";
+const DATA_VOLUME_TEMPLATES: &str = "/spec/dataVolumeTemplates";
 
 /// Copy a disk (device, volume, DataVolume template) from `from` into `to`, or remove it from
 /// `to` when `from` lacks it.
 fn copy_disk(to: &mut Value, from: &Value, name: &str) {
-    let volume = named(from.pointer(VOLUMES), name).cloned();
-    let old_volume = named(to.pointer(VOLUMES), name)
+    let volume = keyed(from, VOLUMES, NAME, name).cloned();
+    let old_volume = keyed(to, VOLUMES, NAME, name)
         .and_then(|v| str_at(v, &["dataVolume", "name"]))
         .map(str::to_owned);
     let dv = volume
         .as_ref()
         .and_then(|v| str_at(v, &["dataVolume", "name"]))
         .map(str::to_owned);
-    put_named(to, DISKS, name, named(from.pointer(DISKS), name).cloned());
-    put_named(to, VOLUMES, name, volume);
+    put_keyed(
+        to,
+        DISKS,
+        NAME,
+        name,
+        keyed(from, DISKS, NAME, name).cloned(),
+    );
+    put_keyed(to, VOLUMES, NAME, name, volume);
     if let Some(old) = old_volume.filter(|o| Some(o) != dv.as_ref()) {
-        put_dvt(to, &old, None);
+        put_keyed(to, DATA_VOLUME_TEMPLATES, META_NAME, &old, None);
     }
     if let Some(dv) = dv {
-        put_dvt(to, &dv, dvt_named(from, &dv).cloned());
+        let template = keyed(from, DATA_VOLUME_TEMPLATES, META_NAME, &dv).cloned();
+        put_keyed(to, DATA_VOLUME_TEMPLATES, META_NAME, &dv, template);
     }
 }
 
 fn copy_nic(to: &mut Value, from: &Value, name: &str) {
-    put_named(to, IFACES, name, named(from.pointer(IFACES), name).cloned());
-    put_named(
-        to,
-        NETWORKS,
-        name,
-        named(from.pointer(NETWORKS), name).cloned(),
-    );
+    for list in [IFACES, NETWORKS] {
+        put_keyed(to, list, NAME, name, keyed(from, list, NAME, name).cloned());
+    }
 }
 
 /// The manifest to write: the desired VM with every blocked or refused change taken back to
@@ -997,7 +961,7 @@ fn write_manifest(
     // An unplug KubeVirt has not finished must stay in the spec: removing the entry instead
     // would make KubeVirt ask for a restart.
     for name in unplugging {
-        if named(w.pointer(IFACES), name).is_none() {
+        if keyed(&w, IFACES, NAME, name).is_none() {
             copy_nic(&mut w, live_full, name);
         }
     }
