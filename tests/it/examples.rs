@@ -4,12 +4,12 @@
 //! and reads back with every field it was given; kubectl creates the whole directory with
 //! validation on (see `kubectl.rs`).
 
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::{Client, Config};
 use serde_json::Value;
-use wukong::sim::{Config as SimConfig, Server, resources};
+use wukong::sim::{Config as SimConfig, Server};
 
-use crate::support::{eventually, root};
+use crate::support::{api_resource, eventually, root};
 
 /// Every YAML document under `dir`, with its file name.
 pub fn documents(dir: &str) -> Vec<(String, Value)> {
@@ -64,20 +64,9 @@ async fn create_all(client: &Client, docs: &[(String, Value)]) {
                 .await
                 .unwrap();
         }
-        let api_version = doc["apiVersion"].as_str().unwrap();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let kind = doc["kind"].as_str().unwrap();
-        let def = resources::RESOURCES
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.kind == kind)
-            .unwrap_or_else(|| panic!("{file}: {api_version} {kind} is not served"));
-        let ar = ApiResource {
-            group: def.group.into(),
-            version: def.version.into(),
-            api_version: api_version.into(),
-            kind: kind.into(),
-            plural: def.plural.into(),
-        };
+        let ar = api_resource(doc)
+            .unwrap_or_else(|| panic!("{file}: {} {kind} is not served", doc["apiVersion"]));
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
         let object: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
         let created = api
@@ -179,18 +168,10 @@ async fn every_kubevirt_example_is_accepted_and_reaches_kubevirts_state() {
         let Some((pointer, want)) = expected(doc) else {
             continue;
         };
-        let kind = doc["kind"].as_str().unwrap();
-        let r = resources::RESOURCES
-            .iter()
-            .find(|r| r.group == "kubevirt.io" && r.kind == kind)
-            .unwrap();
         let api: Api<DynamicObject> = Api::namespaced_with(
             client.clone(),
             file.trim_end_matches(".yaml"),
-            &ApiResource::from_gvk_with_plural(
-                &kube::api::GroupVersionKind::gvk(r.group, r.version, r.kind),
-                r.plural,
-            ),
+            &api_resource(doc).unwrap(),
         );
         let name = doc["metadata"]["name"].as_str().unwrap();
         eventually(&format!("{file}: {pointer} = {want}"), || async {

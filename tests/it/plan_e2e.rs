@@ -10,7 +10,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 use wukong::sim::{Config, Server};
 
-use crate::support::{eventually, root, wukong};
+use crate::support::{api_resource, eventually, root, wukong};
 
 async fn run(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
@@ -19,22 +19,6 @@ async fn run(args: Vec<String>) -> Output {
     })
     .await
     .unwrap()
-}
-
-fn resource(manifest: &Value) -> ApiResource {
-    let (group, version) = manifest["apiVersion"]
-        .as_str()
-        .unwrap()
-        .split_once('/')
-        .unwrap();
-    let kind = manifest["kind"].as_str().unwrap();
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    match kind {
-        "NetworkAttachmentDefinition" => {
-            ApiResource::from_gvk_with_plural(&gvk, "network-attachment-definitions")
-        }
-        _ => ApiResource::from_gvk(&gvk),
-    }
 }
 
 /// The example fleet's storage class, as a cluster would offer it: shared, expandable.
@@ -99,8 +83,11 @@ async fn create_rendered(client: &Client, fleet: &Path) {
             .await;
     }
     for o in objects {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &o.id.namespace, &resource(&o.manifest));
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &o.id.namespace,
+            &api_resource(&o.manifest).unwrap(),
+        );
         api.create(
             &PostParams::default(),
             &serde_json::from_value(o.manifest).unwrap(),

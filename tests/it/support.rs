@@ -61,3 +61,21 @@ where
         }
     }
 }
+
+/// The API resource of a manifest's kind (its plural included), from the simulator's table of
+/// served kinds; `None` for a kind it does not serve.
+pub fn api_resource(manifest: &serde_json::Value) -> Option<kube::api::ApiResource> {
+    let api_version = manifest["apiVersion"].as_str()?;
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let kind = manifest["kind"].as_str()?;
+    let def = wukong::sim::resources::RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.kind == kind)?;
+    Some(kube::api::ApiResource {
+        group: def.group.into(),
+        version: def.version.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        plural: def.plural.into(),
+    })
+}
