@@ -240,7 +240,7 @@ fn run_plan(a: PlanArgs) -> Result<u8, Error> {
     };
     let plan = plan::plan(&fleet, &objects, &live, &a.revision);
     if let Some(out) = &a.out {
-        let text = serde_json::to_string_pretty(&plan).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&output::saved(&plan)).unwrap_or_default();
         write_file(out, &text)?;
     }
     match a.output {

@@ -180,8 +180,8 @@ impl Summary {
     }
 }
 
-/// A computed plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A computed plan. [`output::saved`] is its file form.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub fleet: String,
     pub revision: String,

@@ -343,6 +343,16 @@ pub fn step_json(step: &Step) -> Value {
     })
 }
 
+/// The whole plan as saved by `wukong plan --out`: the JSON of [`json`] plus the manifests to
+/// write (each names its own kind, namespace and name) and the live `resourceVersion`s the plan
+/// was computed from.
+pub fn saved(plan: &Plan) -> Value {
+    let mut out = json(plan);
+    out["writes"] = plan.writes.values().cloned().collect();
+    out["basis"] = json!(plan.basis);
+    out
+}
+
 /// The plan as JSON: summary, steps, notes.
 pub fn json(plan: &Plan) -> Value {
     json!({

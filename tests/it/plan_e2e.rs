@@ -250,9 +250,27 @@ async fn plan_reads_the_cluster_and_shows_fleet_edits() {
         snapshot.display().to_string(),
         "-o".into(),
         "json".into(),
+        "--out".into(),
+        dir.path().join("plan.json").display().to_string(),
     ])
     .await;
     assert_eq!(json_steps(&offline), steps);
+    // The saved plan carries what an apply needs: the manifests to write and the live
+    // versions they were computed from.
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["revision"], "local");
+    let writes = saved["writes"].as_array().unwrap();
+    assert!(
+        writes.iter().any(|w| w["metadata"]["name"] == "web-3"),
+        "{writes:?}"
+    );
+    assert!(
+        saved["basis"]["VirtualMachine/databases/pg-primary"].is_string(),
+        "{}",
+        saved["basis"]
+    );
 
     // Markdown for a pull request.
     let md = run(vec![
