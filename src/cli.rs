@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod apply;
+
 use crate::live::{self, LiveState};
 use crate::plan::{self, output};
 use crate::{fleet, render, schema, sim, source};
@@ -47,6 +49,9 @@ pub enum Command {
     },
     /// Show what it takes to bring the cluster to the fleet: every step, its class and why.
     Plan(PlanArgs),
+    /// Plan, ask, then carry the plan out and verify every change on the running VMs. Also
+    /// applies a plan saved by `plan --out`, exactly, unless the cluster or fleet changed.
+    Apply(apply::ApplyArgs),
     /// Save the live state the fleet's plan depends on, for `plan --live` without a cluster.
     Snapshot {
         /// Fleet directory (its namespaces scope what is read).
@@ -138,6 +143,12 @@ pub enum Error {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    SavedPlan(#[from] output::LoadError),
+    #[error("the saved plan is out of date; make a new one with `wukong plan --out`:\n{}", .0.iter().take(20).map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Stale(Vec<String>),
+    #[error("stdin is not a terminal, so the plan cannot be confirmed; pass --auto-approve to apply without asking")]
+    NotApproved,
     #[error("rendered objects do not match the official schemas:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Schema(Vec<schema::SchemaError>),
 }
@@ -159,6 +170,32 @@ pub fn load_and_render(
     let objects = render::render(&fleet, &templates, revision)?;
     check_schemas(&objects)?;
     Ok((fleet, objects))
+}
+
+/// A digest of everything a fleet is made from (its YAML files and templates), so that a saved
+/// plan can tell when the fleet changed since.
+pub fn fleet_digest(path: &Path) -> Result<String, Error> {
+    use sha2::{Digest, Sha256};
+    let files = source::read_fleet(path)?;
+    let fleet = fleet::load(&files)?;
+    let root = if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
+    let templates = source::read_templates(&root.join(&fleet.settings.templates))?;
+    let mut hash = Sha256::new();
+    for (name, text) in files
+        .iter()
+        .map(|f| (&f.path, &f.text))
+        .chain(templates.iter().map(|(n, t)| (n, t)))
+    {
+        hash.update(name.as_bytes());
+        hash.update([0]);
+        hash.update(text.as_bytes());
+        hash.update([0]);
+    }
+    Ok(format!("sha256:{:x}", hash.finalize()))
 }
 
 fn check_schemas(objects: &[render::Rendered]) -> Result<(), Error> {
@@ -240,7 +277,13 @@ fn run_plan(a: PlanArgs) -> Result<u8, Error> {
     };
     let plan = plan::plan(&fleet, &objects, &live, &a.revision);
     if let Some(out) = &a.out {
-        let text = serde_json::to_string_pretty(&output::saved(&plan)).unwrap_or_default();
+        let mut saved = output::saved(&plan);
+        let path = std::fs::canonicalize(&a.path).unwrap_or_else(|_| a.path.clone());
+        saved["source"] = serde_json::json!({
+            "path": path.display().to_string(),
+            "digest": fleet_digest(&a.path)?,
+        });
+        let text = serde_json::to_string_pretty(&saved).unwrap_or_default();
         write_file(out, &text)?;
     }
     match a.output {
@@ -261,18 +304,21 @@ fn run_plan(a: PlanArgs) -> Result<u8, Error> {
     })
 }
 
+fn exit(result: Result<u8, Error>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Plan(args) => {
-            return match run_plan(args) {
-                Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(EXIT_ERROR)
-                }
-            };
-        }
+        Command::Plan(args) => return exit(run_plan(args)),
+        Command::Apply(args) => return exit(apply::run(args)),
         Command::Snapshot { path, cluster, out } => load_and_render(&path, "local")
             .and_then(|(fleet, _)| read_cluster(&cluster, &fleet))
             .and_then(|live| {

@@ -45,6 +45,46 @@ pub fn decide(code: Option<u16>, retry_after_seconds: Option<u64>, attempt: u32)
     }
 }
 
+/// The status code and `retryAfterSeconds` of a failed call (None: no response at all).
+pub fn classify(error: &kube::Error) -> (Option<u16>, Option<u64>) {
+    match error {
+        kube::Error::Api(status) => (
+            Some(status.code),
+            status
+                .details
+                .as_ref()
+                .map(|d| u64::from(d.retry_after_seconds))
+                .filter(|s| *s > 0),
+        ),
+        _ => (None, None),
+    }
+}
+
+/// Run `call` until it succeeds, fails for good, or hits a conflict, sleeping as [`decide`]
+/// says between attempts. Returns the last error when it gives up.
+pub async fn run<T, F, Fut>(what: &str, mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        let error = match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        attempt += 1;
+        let (code, retry_after) = classify(&error);
+        match decide(code, retry_after, attempt) {
+            Decision::RetryAfter(wait) => {
+                tracing::debug!(call = what, attempt, ?code, ?wait, "retrying: {error}");
+                tokio::time::sleep(wait).await;
+            }
+            Decision::Replan | Decision::Fail => return Err(error),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,10 @@ impl Connection {
                 .await
                 .map_err(|e| Error::Config(e.to_string()))?,
         };
+        // Wukong retries API calls itself (`apply::retry`: 5xx and 429 with capped backoff,
+        // honouring Retry-After up to 30 s), so kube's own retry layer is switched off.
+        let mut config = config;
+        config.default_retry = false;
         kube::Client::try_from(config).map_err(Error::Client)
     }
 }
@@ -119,7 +123,8 @@ pub async fn read(client: &kube::Client, scope: &Scope) -> Result<LiveState, Err
     Ok(live)
 }
 
-fn resource(kind: LiveKind) -> ApiResource {
+/// The API resource of a kind Wukong reads.
+pub fn resource(kind: LiveKind) -> ApiResource {
     let (group, version, kind_name, plural, _) = kind.gvk();
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind_name), plural)
 }
@@ -137,7 +142,7 @@ async fn list_all(
         if let Some(t) = &token {
             params = params.continue_token(t);
         }
-        let page = match api.list(&params).await {
+        let page = match crate::apply::retry::run(what, || api.list(&params)).await {
             Ok(page) => page,
             Err(kube::Error::Api(status))
                 if (status.code == 404 && missing_is_empty)

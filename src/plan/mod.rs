@@ -16,7 +16,7 @@ pub mod vm;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fleet::{Fleet, SetStrategy};
@@ -25,7 +25,7 @@ use crate::live::{LiveState, label, owned_by, str_at};
 use crate::render::Rendered;
 
 /// What a step changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Change {
     Create,
@@ -75,7 +75,7 @@ impl Change {
 }
 
 /// How a change will happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     Create,
@@ -196,6 +196,17 @@ pub struct Plan {
     pub basis: BTreeMap<String, String>,
     /// Things worth knowing that are not steps (VMs not pruned, assumptions made).
     pub notes: Vec<String>,
+    /// The VMs in the plan that the fleet allows to restart: where the executor may fall back
+    /// to a restart when KubeVirt turns a live change into `RestartRequired`.
+    pub restartable: BTreeSet<ObjectRef>,
+    /// The fleet's `maxParallel`: how many VMs the executor changes at once.
+    pub max_parallel: u32,
+    /// Whether deleting a VM deletes its disks too (the fleet's `pruneDisks`).
+    pub prune_disks: bool,
+    /// How many members of each set (by `namespace/name`) may be down at once: its
+    /// `maxUnavailable`, or all of them for `Recreate`. The executor holds every restart of a
+    /// member to it, including a restart it falls back to.
+    pub max_unavailable: BTreeMap<String, u32>,
 }
 
 impl Plan {
@@ -220,6 +231,14 @@ pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &st
         before: BTreeMap::new(),
         basis: BTreeMap::new(),
         notes: Vec::new(),
+        restartable: BTreeSet::new(),
+        max_parallel: fleet.settings.max_parallel,
+        prune_disks: fleet.settings.prune_disks,
+        max_unavailable: fleet
+            .sets
+            .iter()
+            .map(|(id, set)| (format!("{}/{}", id.namespace, id.name), per_batch(set)))
+            .collect(),
     };
     if !kv.known {
         plan.notes.push(
@@ -297,6 +316,12 @@ pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &st
     // Deletes: scale-downs (highest index first), then pruned VMs; NAD garbage last.
     let deleted = plan_deletes(fleet, &desired_by_id, live, &mut plan);
     plan_nad_gc(fleet, &desired_by_id, live, &deleted, &mut plan);
+    plan.restartable = plan
+        .steps
+        .iter()
+        .filter(|s| fleet.vms.get(&s.target).is_some_and(|v| v.spec.allow_restart))
+        .map(|s| s.target.clone())
+        .collect();
     plan
 }
 
@@ -321,15 +346,20 @@ fn set_revision(object: &mut Value, revision: &str) {
     }
 }
 
+/// How many members of a set restart at once.
+fn per_batch(set: &crate::fleet::Set) -> u32 {
+    match set.strategy {
+        SetStrategy::RollingUpdate {
+            max_unavailable, ..
+        } => max_unavailable.max(1),
+        SetStrategy::Recreate => u32::MAX,
+    }
+}
+
 /// Restarts within a set go in batches of `maxUnavailable` (all at once for Recreate).
 fn assign_batches(fleet: &Fleet, vm_plans: &mut BTreeMap<ObjectRef, vm::VmPlan>) {
     for (set_id, set) in &fleet.sets {
-        let per_batch = match set.strategy {
-            SetStrategy::RollingUpdate {
-                max_unavailable, ..
-            } => max_unavailable.max(1),
-            SetStrategy::Recreate => u32::MAX,
-        };
+        let per_batch = per_batch(set);
         let mut restarting: Vec<(u32, &ObjectRef)> = fleet
             .vms
             .iter()

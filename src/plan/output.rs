@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{Class, Plan, Step, Summary};
+use std::collections::BTreeMap;
+
+use super::{Change, Class, Plan, Step, Summary};
 use crate::identity::{ANNOTATION_REVISION, Kind, ObjectRef};
 
 /// GitHub refuses comments longer than this many characters.
@@ -348,9 +350,141 @@ pub fn step_json(step: &Step) -> Value {
 /// was computed from.
 pub fn saved(plan: &Plan) -> Value {
     let mut out = json(plan);
+    out["apiVersion"] = SAVED_API_VERSION.into();
+    out["kind"] = SAVED_KIND.into();
     out["writes"] = plan.writes.values().cloned().collect();
     out["basis"] = json!(plan.basis);
+    out["restartable"] = plan
+        .restartable
+        .iter()
+        .map(|id| format!("{}/{}", id.namespace, id.name))
+        .collect();
+    out["maxParallel"] = plan.max_parallel.into();
+    out["pruneDisks"] = plan.prune_disks.into();
+    out["maxUnavailable"] = json!(plan.max_unavailable);
     out
+}
+
+/// `apiVersion` and `kind` of a saved plan.
+pub const SAVED_API_VERSION: &str = "wukong.novasphere.dev/v1alpha1";
+pub const SAVED_KIND: &str = "Plan";
+
+/// A saved plan that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: not a plan saved by `wukong plan --out`: {why}")]
+pub struct LoadError {
+    pub file: String,
+    pub why: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SavedPlan {
+    api_version: String,
+    kind: String,
+    fleet: String,
+    revision: String,
+    steps: Vec<SavedStep>,
+    #[serde(default)]
+    notes: Vec<String>,
+    writes: Vec<Value>,
+    basis: BTreeMap<String, String>,
+    #[serde(default)]
+    restartable: Vec<String>,
+    max_parallel: u32,
+    #[serde(default)]
+    prune_disks: bool,
+    #[serde(default)]
+    max_unavailable: BTreeMap<String, u32>,
+}
+
+#[derive(serde::Deserialize)]
+struct SavedStep {
+    vm: Option<String>,
+    nad: Option<String>,
+    change: Change,
+    class: Class,
+    item: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    reason: String,
+    batch: Option<u32>,
+}
+
+fn object_ref(kind: Kind, ns_name: &str) -> Result<ObjectRef, String> {
+    ns_name
+        .split_once('/')
+        .map(|(ns, name)| ObjectRef::new(kind, ns, name))
+        .ok_or_else(|| format!("`{ns_name}` is not namespace/name"))
+}
+
+/// Read a plan saved by [`saved`] back. `file` names it in errors. The live objects the plan
+/// changes (`before`) are not saved: the executor reads them fresh.
+pub fn load(file: &str, text: &str) -> Result<Plan, LoadError> {
+    let err = |why: String| LoadError {
+        file: file.to_owned(),
+        why,
+    };
+    let saved: SavedPlan = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
+    if saved.api_version != SAVED_API_VERSION || saved.kind != SAVED_KIND {
+        return Err(err(format!(
+            "it is {} {}, not {SAVED_API_VERSION} {SAVED_KIND}",
+            saved.api_version, saved.kind
+        )));
+    }
+    let mut steps = Vec::with_capacity(saved.steps.len());
+    for s in saved.steps {
+        let target = match (&s.vm, &s.nad) {
+            (Some(vm), None) => object_ref(Kind::VirtualMachine, vm),
+            (None, Some(nad)) => object_ref(Kind::NetworkAttachmentDefinition, nad),
+            _ => Err("a step names neither one VM nor one network attachment".into()),
+        }
+        .map_err(err)?;
+        steps.push(Step {
+            target,
+            change: s.change,
+            class: s.class,
+            item: s.item,
+            from: s.from,
+            to: s.to,
+            reason: s.reason,
+            batch: s.batch,
+        });
+    }
+    let mut writes = BTreeMap::new();
+    for w in saved.writes {
+        let kind = match w.get("kind").and_then(Value::as_str) {
+            Some("VirtualMachine") => Kind::VirtualMachine,
+            Some("NetworkAttachmentDefinition") => Kind::NetworkAttachmentDefinition,
+            other => return Err(err(format!("cannot write an object of kind {other:?}"))),
+        };
+        let (Some(ns), Some(name)) = (
+            w.pointer("/metadata/namespace").and_then(Value::as_str),
+            w.pointer("/metadata/name").and_then(Value::as_str),
+        ) else {
+            return Err(err("an object to write has no namespace or name".into()));
+        };
+        writes.insert(ObjectRef::new(kind, ns, name), w);
+    }
+    let restartable = saved
+        .restartable
+        .iter()
+        .map(|r| object_ref(Kind::VirtualMachine, r))
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    Ok(Plan {
+        fleet: saved.fleet,
+        revision: saved.revision,
+        steps,
+        writes,
+        before: BTreeMap::new(),
+        basis: saved.basis,
+        notes: saved.notes,
+        restartable,
+        max_parallel: saved.max_parallel,
+        prune_disks: saved.prune_disks,
+        max_unavailable: saved.max_unavailable,
+    })
 }
 
 /// The plan as JSON: summary, steps, notes.
@@ -368,8 +502,6 @@ pub fn json(plan: &Plan) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Change;
-    use std::collections::BTreeMap;
 
     fn plan_with(steps: Vec<Step>) -> Plan {
         Plan {
@@ -380,6 +512,10 @@ mod tests {
             before: BTreeMap::new(),
             basis: BTreeMap::new(),
             notes: vec![],
+            restartable: Default::default(),
+            max_parallel: 10,
+            prune_disks: false,
+            max_unavailable: BTreeMap::new(),
         }
     }
 

@@ -841,10 +841,39 @@ fn write_manifest(
     steps: &[Step],
 ) -> Value {
     let mut w = desired.clone();
-    let held = |s: &&Step| matches!(s.class, Class::Blocked | Class::Refused);
+    let held: Vec<&Step> = steps
+        .iter()
+        .filter(|s| matches!(s.class, Class::Blocked | Class::Refused))
+        .collect();
+    take_back(&mut w, desired, live, &held);
+    if ctx.stays_running {
+        for s in steps
+            .iter()
+            .filter(|s| s.change == Change::NicDetach && s.class == Class::Live)
+        {
+            if let Some(name) = &s.item {
+                copy_nic(&mut w, live, name);
+                absent(&mut w, name);
+            }
+        }
+    }
+    // An unplug KubeVirt has not finished must stay in the spec: removing the entry instead
+    // would make KubeVirt ask for a restart.
+    for name in unplugging {
+        if keyed(&w, IFACES, NAME, name).is_none() {
+            copy_nic(&mut w, live_full, name);
+        }
+    }
+    w
+}
+
+/// Take the parts of `w` that `steps` change back to their `live` values (`desired` is what
+/// `w` was made from). Blocked and refused changes are taken out of the manifest to write
+/// this way, and the executor writes a VM step by step by taking back the steps still to come.
+pub fn take_back(w: &mut Value, desired: &Value, live: &Value, steps: &[&Step]) {
     // Other template fields first: that step takes the whole template back to the live one,
     // and the typed parts are then put back on top.
-    if steps.iter().filter(held).any(|s| {
+    if steps.iter().any(|s| {
         s.change == Change::Update
             && s.item
                 .as_deref()
@@ -855,18 +884,14 @@ fn write_manifest(
             .cloned()
             .unwrap_or(Value::Null);
         if let (Some(t), Some(l)) = (
-            tspec_mut(&mut w),
+            tspec_mut(w),
             live.pointer("/spec/template/spec")
                 .and_then(Value::as_object),
         ) {
             *t = l.clone();
         }
-        let mut with_desired = w.clone();
-        if let Some(t) = tspec_mut(&mut with_desired) {
-            *t = desired_tspec.as_object().cloned().unwrap_or_default();
-        }
         for key in ["startStrategy"] {
-            if let Some(t) = tspec_mut(&mut w) {
+            if let Some(t) = tspec_mut(w) {
                 match desired_tspec.get(key) {
                     Some(v) => {
                         t.insert(key.into(), v.clone());
@@ -888,7 +913,7 @@ fn write_manifest(
             ),
         ] {
             if let Some(v) = value {
-                set_pointer(&mut w, ptr, v.clone());
+                set_pointer(w, ptr, v.clone());
             }
         }
         let names = |v: &Value, p: &str| -> Vec<String> {
@@ -905,7 +930,7 @@ fn write_manifest(
             .into_iter()
             .chain(names(live, IFACES))
         {
-            copy_nic(&mut w, desired, &n);
+            copy_nic(w, desired, &n);
         }
         let dv_names = |v: &Value| -> Vec<String> {
             v.pointer(VOLUMES)
@@ -919,53 +944,58 @@ fn write_manifest(
                 .unwrap_or_default()
         };
         for n in dv_names(desired).into_iter().chain(dv_names(live)) {
-            copy_disk(&mut w, desired, &n);
+            copy_disk(w, desired, &n);
         }
     }
-    for s in steps.iter().filter(held) {
+    for s in steps {
         match s.change {
+            Change::Stop | Change::Start => copy_field(w, live, "/spec/runStrategy"),
+            Change::Update if s.item.as_deref() == Some("runStrategy") => {
+                copy_field(w, live, "/spec/runStrategy");
+            }
+            Change::Suspend => copy_field(w, live, START_STRATEGY),
+            Change::Update if s.item.as_deref() == Some("startStrategy") => {
+                copy_field(w, live, START_STRATEGY);
+            }
             Change::Cpu => {
                 if let Some(v) = live.pointer("/spec/template/spec/domain/cpu") {
-                    set_pointer(&mut w, "/spec/template/spec/domain/cpu", v.clone());
+                    set_pointer(w, "/spec/template/spec/domain/cpu", v.clone());
                 }
             }
             Change::Memory => {
                 if let Some(v) = live.pointer("/spec/template/spec/domain/memory") {
-                    set_pointer(&mut w, "/spec/template/spec/domain/memory", v.clone());
+                    set_pointer(w, "/spec/template/spec/domain/memory", v.clone());
                 }
             }
             Change::Disk => {
                 if let Some(name) = &s.item {
-                    copy_disk(&mut w, live, name);
+                    copy_disk(w, live, name);
                 }
             }
             Change::NicAttach | Change::NicDetach | Change::NicChange => {
                 if let Some(name) = &s.item {
-                    copy_nic(&mut w, live, name);
+                    copy_nic(w, live, name);
                 }
             }
             _ => {}
         }
     }
-    if ctx.stays_running {
-        for s in steps
-            .iter()
-            .filter(|s| s.change == Change::NicDetach && s.class == Class::Live)
-        {
-            if let Some(name) = &s.item {
-                copy_nic(&mut w, live, name);
-                absent(&mut w, name);
+}
+
+const START_STRATEGY: &str = "/spec/template/spec/startStrategy";
+
+/// Set the field at `pointer` in `w` to its value in `from`, or remove it when `from` has none.
+fn copy_field(w: &mut Value, from: &Value, pointer: &str) {
+    match from.pointer(pointer) {
+        Some(v) => set_pointer(w, pointer, v.clone()),
+        None => {
+            if let Some((parent, key)) = pointer.rsplit_once('/')
+                && let Some(p) = w.pointer_mut(parent).and_then(Value::as_object_mut)
+            {
+                p.remove(key);
             }
         }
     }
-    // An unplug KubeVirt has not finished must stay in the spec: removing the entry instead
-    // would make KubeVirt ask for a restart.
-    for name in unplugging {
-        if keyed(&w, IFACES, NAME, name).is_none() {
-            copy_nic(&mut w, live_full, name);
-        }
-    }
-    w
 }
 
 fn absent(w: &mut Value, name: &str) {

@@ -1,0 +1,353 @@
+//! `wukong apply`: plan (or load a saved plan), show it, ask, carry it out with progress on
+//! the terminal, report per VM.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+
+use super::{ClusterArgs, EXIT_ERROR, EXIT_OK, Error, load_and_render, scope};
+use crate::apply::report::what;
+use crate::apply::{self, Cluster, Event, Options, Report, StopSignal, Timeouts};
+use crate::live::{self, LiveState};
+use crate::plan::{self, Plan, output};
+
+/// How many times `apply` re-reads the cluster and re-plans after a 409 conflict.
+const MAX_ROUNDS: usize = 3;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+/// The arguments of `wukong apply`.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Fleet directory (or YAML file) to plan and apply, or a plan saved by `wukong plan --out`.
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Apply without asking (required when stdin is not a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Report format: the text report, or one JSON document with the plan and the report.
+    #[arg(long, short, value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
+    /// Revision recorded on the objects written. With a saved plan: the revision expected,
+    /// refused when the plan was made from another.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// VMs changed at once (default: the fleet's maxParallel).
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// Longest wait for any one step to show on the VM, e.g. `90s`, `10m` (default: per step
+    /// kind, up to 15 minutes).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// `90s`, `10m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 90s or 10m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "ms" => return Ok(Duration::from_millis(n)),
+        _ => return Err(format!("`{s}`: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// What is being applied.
+enum Source {
+    Fleet { fleet: crate::fleet::Fleet, objects: Vec<crate::render::Rendered>, revision: String },
+    Saved(Box<Plan>),
+}
+
+fn is_saved_plan(path: &Path) -> bool {
+    path.is_file() && path.extension().is_some_and(|e| e == "json")
+}
+
+pub fn run(a: ApplyArgs) -> Result<u8, Error> {
+    let source = if is_saved_plan(&a.path) {
+        let text = std::fs::read_to_string(&a.path).map_err(|source| Error::Read {
+            path: a.path.clone(),
+            source,
+        })?;
+        let plan = output::load(&a.path.display().to_string(), &text)?;
+        if let Some(r) = &a.revision
+            && *r != plan.revision
+        {
+            return Err(Error::Stale(vec![format!(
+                "the plan was made from revision {}, not {r}",
+                plan.revision
+            )]));
+        }
+        let raw: Value = serde_json::from_str(&text).unwrap_or_default();
+        check_source(&raw)?;
+        Source::Saved(Box::new(plan))
+    } else {
+        let revision = a.revision.clone().unwrap_or_else(|| "local".into());
+        let (fleet, objects) = load_and_render(&a.path, &revision)?;
+        Source::Fleet { fleet, objects, revision }
+    };
+
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if !a.auto_approve && !interactive {
+        return Err(Error::NotApproved);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async move {
+        let client = a.cluster.connection().client().await?;
+        let cluster = Cluster::new(client);
+        let stop = StopSignal::default();
+        tokio::spawn(interrupt_handler(stop.clone()));
+        let options = Options {
+            max_parallel: a.max_parallel,
+            timeouts: a.timeout.map(Timeouts::all).unwrap_or_default(),
+            stop,
+            ..Options::default()
+        };
+        let mut reports = Vec::new();
+        let mut first_plan = None;
+        for round in 1..=MAX_ROUNDS {
+            let plan = match &source {
+                Source::Fleet { fleet, objects, revision } => {
+                    let live = live::read::read(cluster.client(), &scope(fleet)).await?;
+                    plan::plan(fleet, objects, &live, revision)
+                }
+                Source::Saved(plan) => {
+                    let live = read_for(&cluster, plan).await?;
+                    let why = apply::stale(plan, &live);
+                    if !why.is_empty() {
+                        return Err(Error::Stale(why));
+                    }
+                    (**plan).clone()
+                }
+            };
+            if round == 1 {
+                if matches!(a.output, ReportFormat::Text) {
+                    print!("{}", output::text(&plan, std::io::stdout().is_terminal()));
+                }
+                if !plan.has_changes() {
+                    if matches!(a.output, ReportFormat::Json) {
+                        print_json(&plan, &[]);
+                    }
+                    return Ok(EXIT_OK);
+                }
+                if !a.auto_approve && !confirm()? {
+                    eprintln!("Apply cancelled.");
+                    return Ok(EXIT_ERROR);
+                }
+            } else {
+                eprintln!("Re-planning after a conflict (round {round} of {MAX_ROUNDS})");
+            }
+            let display = Display::new(&plan);
+            let options = Options {
+                progress: Some(display.clone().progress()),
+                ..options.clone()
+            };
+            let report = apply::execute(&cluster, &plan, &options).await;
+            display.finish();
+            let again = report.conflicted()
+                && !report.interrupted
+                && matches!(source, Source::Fleet { .. });
+            reports.push(report);
+            first_plan.get_or_insert(plan);
+            if !again {
+                break;
+            }
+        }
+        let Some(plan) = first_plan else {
+            return Ok(EXIT_OK);
+        };
+        match a.output {
+            ReportFormat::Text => {
+                for r in &reports {
+                    print!("\n{}", r.text());
+                }
+            }
+            ReportFormat::Json => print_json(&plan, &reports),
+        }
+        Ok(if reports.last().is_some_and(Report::succeeded) {
+            EXIT_OK
+        } else {
+            EXIT_ERROR
+        })
+    })
+}
+
+fn print_json(plan: &Plan, reports: &[Report]) {
+    let doc = json!({
+        "plan": output::json(plan),
+        "report": reports.last().map(Report::json),
+        "rounds": reports.iter().map(Report::json).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
+
+/// A saved plan records the fleet it was made from and a digest of its files; refuse it when
+/// those files changed since.
+fn check_source(raw: &Value) -> Result<(), Error> {
+    let (Some(path), Some(digest)) = (
+        raw.pointer("/source/path").and_then(Value::as_str),
+        raw.pointer("/source/digest").and_then(Value::as_str),
+    ) else {
+        return Ok(());
+    };
+    let path = Path::new(path);
+    if !path.exists() {
+        return Ok(());
+    }
+    let now = super::fleet_digest(path)?;
+    if now != digest {
+        return Err(Error::Stale(vec![format!(
+            "the fleet at {} changed since the plan was made",
+            path.display()
+        )]));
+    }
+    Ok(())
+}
+
+/// The live state of the namespaces a saved plan touches.
+async fn read_for(cluster: &Cluster, plan: &Plan) -> Result<LiveState, Error> {
+    let namespaces: BTreeSet<String> = plan
+        .steps
+        .iter()
+        .map(|s| s.target.namespace.clone())
+        .collect();
+    Ok(live::read::read(cluster.client(), &live::read::Scope::Namespaces(namespaces)).await?)
+}
+
+fn confirm() -> Result<bool, Error> {
+    eprint!("\nApply these changes? Only 'yes' is accepted: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|source| Error::Read {
+            path: PathBuf::from("<stdin>"),
+            source,
+        })?;
+    Ok(answer.trim() == "yes")
+}
+
+/// First Ctrl-C: finish the steps in flight, start no new one. Second: leave at once.
+async fn interrupt_handler(stop: StopSignal) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!(
+            "\nInterrupted: finishing the steps in flight, starting no new one (Ctrl-C again to quit at once)"
+        );
+        stop.request();
+    }
+    if tokio::signal::ctrl_c().await.is_ok() {
+        std::process::exit(130);
+    }
+}
+
+/// Progress on stderr: on a terminal a bar over all steps and one live line per VM being
+/// changed; otherwise one log line per step started and finished.
+#[derive(Clone)]
+struct Display {
+    tty: bool,
+    multi: MultiProgress,
+    total: ProgressBar,
+    lines: Arc<Mutex<HashMap<String, ProgressBar>>>,
+}
+
+impl Display {
+    fn new(plan: &Plan) -> Display {
+        let tty = std::io::stderr().is_terminal();
+        let multi = MultiProgress::with_draw_target(if tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let steps = plan.steps.iter().filter(|s| s.acts()).count();
+        let total = multi.add(ProgressBar::new(u64::try_from(steps).unwrap_or(u64::MAX)));
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {elapsed_precise}")
+        {
+            total.set_style(style);
+        }
+        Display {
+            tty,
+            multi,
+            total,
+            lines: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn progress(self) -> apply::Progress {
+        Arc::new(move |event: &Event<'_>| self.show(event))
+    }
+
+    fn show(&self, event: &Event<'_>) {
+        let Ok(mut lines) = self.lines.lock() else {
+            return;
+        };
+        match event {
+            Event::Started(step) => {
+                let msg = format!("{}: {} …", step.target, what(step));
+                if self.tty {
+                    let line = self.multi.add(ProgressBar::new_spinner());
+                    line.enable_steady_tick(Duration::from_millis(120));
+                    line.set_message(msg);
+                    lines.insert(step.target.to_string(), line);
+                } else {
+                    eprintln!("{msg}");
+                }
+            }
+            Event::Waiting(step, why) => {
+                if let Some(line) = lines.get(&step.target.to_string()) {
+                    line.set_message(format!("{}: {}: {why}", step.target, what(step)));
+                }
+            }
+            Event::Finished(result) => {
+                let mark = match result.outcome {
+                    apply::Outcome::Done => "✓",
+                    apply::Outcome::Failed => "✗",
+                    apply::Outcome::Skipped => "·",
+                };
+                let msg = format!(
+                    "{mark} {}: {} {} ({:.1}s): {}",
+                    result.step.target,
+                    what(&result.step),
+                    result.outcome.as_str(),
+                    result.seconds,
+                    result.detail
+                );
+                if let Some(line) = lines.remove(&result.step.target.to_string()) {
+                    line.finish_and_clear();
+                    self.multi.remove(&line);
+                }
+                if self.tty {
+                    let _ = self.multi.println(msg);
+                } else {
+                    eprintln!("{msg}");
+                }
+                self.total.inc(1);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.total.finish_and_clear();
+    }
+}
