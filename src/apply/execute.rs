@@ -363,9 +363,12 @@ impl Executor<'_> {
                     .map(|(_, s)| *s)
                     .filter(|s| s.acts())
                     .collect();
-                let r = self
+                let mut r = self
                     .timed(step, self.run_step(step, live.as_ref(), &pending))
                     .await;
+                if pending.is_empty() && r.outcome == super::Outcome::Done {
+                    self.finish_vm(step, live.as_ref(), &mut r).await;
+                }
                 if r.outcome == super::Outcome::Failed {
                     stop = Some(format!("{} failed", what(step)));
                 }
@@ -374,6 +377,24 @@ impl Executor<'_> {
             out.push((i, result));
         }
         out
+    }
+
+    /// After a VM's last step: write the plan's whole manifest if the staged writes held
+    /// anything back (a `startStrategy` change).
+    async fn finish_vm(&self, step: &Step, live: Option<&Value>, result: &mut StepResult) {
+        let Some(write) = self.plan.writes.get(&step.target) else {
+            return;
+        };
+        if step.target.kind != Kind::VirtualMachine
+            || matches!(step.change, Change::Create | Change::Delete)
+            || self.staged(step, live, &[]).as_ref() == Some(write)
+        {
+            return;
+        }
+        if let Err(e) = self.cluster.apply(&step.target, write).await {
+            *result = call_failed(step, &e);
+            result.detail = format!("the VM's final write failed: {}", result.detail);
+        }
     }
 
     /// The live VM, normalised as the planner saw it; an error when it is gone or not ours.
@@ -394,11 +415,30 @@ impl Executor<'_> {
     }
 
     /// The VM manifest for `step`: the plan's, with the steps still to come taken back.
+    ///
+    /// A change of `startStrategy` is held back too until the VM's last step is verified
+    /// (or the step that is about it: suspend, restart, start, or the plan's own
+    /// `startStrategy` update): KubeVirt marks it RestartRequired, which would stop the live
+    /// CPU and memory changes before it.
     fn staged(&self, step: &Step, live: Option<&Value>, pending: &[&Step]) -> Option<Value> {
         let write = self.plan.writes.get(&step.target)?;
         let mut m = write.clone();
         if let Some(live) = live {
-            take_back(&mut m, write, live, pending);
+            let mut back: Vec<&Step> = pending.to_vec();
+            let hold_start = Step {
+                change: Change::Update,
+                item: Some("startStrategy".into()),
+                ..step.clone()
+            };
+            let writes_it = matches!(
+                step.change,
+                Change::Suspend | Change::Restart | Change::Start
+            ) || (step.change == Change::Update
+                && step.item.as_deref() == Some("startStrategy"));
+            if !writes_it {
+                back.push(&hold_start);
+            }
+            take_back(&mut m, write, live, &back);
         }
         Some(m)
     }
@@ -465,6 +505,11 @@ impl Executor<'_> {
                 self.conclude(step, v, "started; printableStatus Running")
             }
             Change::Resume => {
+                // Resuming for good also drops startStrategy: Paused (the staged manifest
+                // keeps it while a suspend is still to come).
+                if let Err(r) = self.write(step, staged()).await {
+                    return r;
+                }
                 if let Err(r) = self.action(step, "virtualmachineinstances", "unpause").await {
                     return r;
                 }
