@@ -147,7 +147,9 @@ pub enum Error {
     SavedPlan(#[from] output::LoadError),
     #[error("the saved plan is out of date; make a new one with `wukong plan --out`:\n{}", .0.iter().take(20).map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Stale(Vec<String>),
-    #[error("stdin is not a terminal, so the plan cannot be confirmed; pass --auto-approve to apply without asking")]
+    #[error(
+        "stdin is not a terminal, so the plan cannot be confirmed; pass --auto-approve to apply without asking"
+    )]
     NotApproved,
     #[error("rendered objects do not match the official schemas:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Schema(Vec<schema::SchemaError>),

@@ -91,6 +91,21 @@ impl Cluster {
             .map_err(|e| CallError::Failed(format!("{what}: {e}")))
     }
 
+    /// Every object of a kind in every namespace.
+    pub async fn list_all(&self, kind: LiveKind) -> Result<Vec<Value>, CallError> {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource(kind));
+        let what = format!("list {}", kind.gvk().3);
+        let params = kube::api::ListParams::default();
+        let list = retry::run(&what, || api.list(&params))
+            .await
+            .map_err(|e| failed(&what, e))?;
+        list.items
+            .into_iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| CallError::Failed(format!("{what}: {e}")))
+    }
+
     /// Server-side apply of a whole manifest, as field manager [`FIELD_MANAGER`], taking over
     /// fields others set (Wukong is the owner of what the fleet declares).
     pub async fn apply(&self, id: &ObjectRef, manifest: &Value) -> Result<(), CallError> {

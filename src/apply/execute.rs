@@ -31,8 +31,11 @@ use crate::identity::{Kind, LABEL_SET, ObjectRef};
 use crate::live::{LiveKind, label, owned_by, quantity_at, str_at};
 use crate::plan::shape::{normalize_vm, without_absent_nics};
 use crate::plan::vm::{ANNOTATION_DISK_SIZE, take_back};
-use crate::plan::{Change, Class, Plan, Step};
+use crate::plan::{Change, Class, Plan, Step, references};
 use crate::quantity::Quantity;
+
+/// Longest interval between verification reads.
+const MAX_POLL: Duration = Duration::from_secs(2);
 
 /// How long each kind of step may take to show on the VM.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +112,8 @@ pub struct Options {
     /// VMs changed at once; the plan's (the fleet's `maxParallel`) when `None`.
     pub max_parallel: Option<usize>,
     pub timeouts: Timeouts,
-    /// How often verification reads the cluster.
+    /// First interval between verification reads; it doubles up to two seconds while a
+    /// change takes its time.
     pub poll: Duration,
     pub stop: StopSignal,
     pub progress: Option<Progress>,
@@ -120,7 +124,7 @@ impl Default for Options {
         Options {
             max_parallel: None,
             timeouts: Timeouts::default(),
-            poll: Duration::from_millis(500),
+            poll: Duration::from_millis(50),
             stop: StopSignal::default(),
             progress: None,
         }
@@ -139,7 +143,9 @@ pub async fn execute(cluster: &Cluster, plan: &Plan, options: &Options) -> Repor
             .max_unavailable
             .iter()
             .map(|(set, n)| {
-                let n = usize::try_from(*n).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+                let n = usize::try_from(*n)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS);
                 (set.clone(), Semaphore::new(n.max(1)))
             })
             .collect(),
@@ -343,7 +349,9 @@ impl Executor<'_> {
         let mut stop: Option<String> = halted.map(str::to_owned);
         let mut live: Option<Value> = None;
         let acting = steps.iter().any(|(_, s)| s.acts());
-        let creating = steps.first().is_some_and(|(_, s)| s.change == Change::Create);
+        let creating = steps
+            .first()
+            .is_some_and(|(_, s)| s.change == Change::Create);
         if acting && !creating && stop.is_none() && self.may_start() {
             match self.current_vm(&unit.id).await {
                 Ok(v) => live = Some(v),
@@ -399,7 +407,11 @@ impl Executor<'_> {
 
     /// The live VM, normalised as the planner saw it; an error when it is gone or not ours.
     async fn current_vm(&self, id: &ObjectRef) -> Result<Value, String> {
-        match self.cluster.get(LiveKind::VirtualMachine, &id.namespace, &id.name).await {
+        match self
+            .cluster
+            .get(LiveKind::VirtualMachine, &id.namespace, &id.name)
+            .await
+        {
             Ok(Some(vm)) if owned_by(&vm, &self.plan.fleet) => {
                 let mut n = normalize_vm(&vm);
                 without_absent_nics(&mut n);
@@ -470,21 +482,29 @@ impl Executor<'_> {
                     return StepResult::failed(step, "no manifest");
                 };
                 let halted = str_at(w, &["spec", "runStrategy"]) == Some("Halted");
-                let paused = str_at(w, &["spec", "template", "spec", "startStrategy"])
-                    == Some("Paused");
+                let paused =
+                    str_at(w, &["spec", "template", "spec", "startStrategy"]) == Some("Paused");
                 let verdict = self
-                    .wait(step, t.power, None, |o| match verify::power(o.vm.as_ref(), !halted) {
-                        Verdict::Done if paused && !halted => verify::paused(o.vmi.as_ref(), true),
-                        v => v,
+                    .wait(step, t.power, None, |o| {
+                        match verify::power(o.vm.as_ref(), !halted) {
+                            Verdict::Done if paused && !halted => {
+                                verify::paused(o.vmi.as_ref(), true)
+                            }
+                            v => v,
+                        }
                     })
                     .await;
-                self.conclude(step, verdict, if halted {
-                    "created; Stopped as declared"
-                } else if paused {
-                    "created; Running and paused (startStrategy: Paused)"
-                } else {
-                    "created; Running"
-                })
+                self.conclude(
+                    step,
+                    verdict,
+                    if halted {
+                        "created; Stopped as declared"
+                    } else if paused {
+                        "created; Running and paused (startStrategy: Paused)"
+                    } else {
+                        "created; Running"
+                    },
+                )
             }
             Change::Stop => {
                 if let Err(r) = self.write(step, staged()).await {
@@ -510,11 +530,16 @@ impl Executor<'_> {
                 if let Err(r) = self.write(step, staged()).await {
                     return r;
                 }
-                if let Err(r) = self.action(step, "virtualmachineinstances", "unpause").await {
+                if let Err(r) = self
+                    .action(step, "virtualmachineinstances", "unpause")
+                    .await
+                {
                     return r;
                 }
                 let v = self
-                    .wait(step, t.pause, None, |o| verify::paused(o.vmi.as_ref(), false))
+                    .wait(step, t.pause, None, |o| {
+                        verify::paused(o.vmi.as_ref(), false)
+                    })
                     .await;
                 self.conclude(step, v, "unpaused; the Paused condition is gone")
             }
@@ -532,7 +557,9 @@ impl Executor<'_> {
                     return r;
                 }
                 let v = self
-                    .wait(step, t.pause, None, |o| verify::paused(o.vmi.as_ref(), true))
+                    .wait(step, t.pause, None, |o| {
+                        verify::paused(o.vmi.as_ref(), true)
+                    })
                     .await;
                 self.conclude(step, v, "paused; the instance reports Paused=True")
             }
@@ -545,7 +572,9 @@ impl Executor<'_> {
                     Err(r) => r,
                 }
             }
-            Change::Disk if step.class == Class::Live && step.from.is_some() && step.to.is_some() => {
+            Change::Disk
+                if step.class == Class::Live && step.from.is_some() && step.to.is_some() =>
+            {
                 self.grow_disk(step, staged()).await
             }
             Change::Delete | Change::NadDelete => self.delete(step).await,
@@ -647,7 +676,11 @@ impl Executor<'_> {
                 verify::restarted(o.vm.as_ref(), o.vmi.as_ref(), old_uid.as_deref())
             })
             .await;
-        match self.conclude(step, v, "restarted: a new instance is Running and RestartRequired is gone") {
+        match self.conclude(
+            step,
+            v,
+            "restarted: a new instance is Running and RestartRequired is gone",
+        ) {
             r if r.outcome == super::Outcome::Done => Ok(r.detail),
             r => Err(r),
         }
@@ -673,7 +706,10 @@ impl Executor<'_> {
         {
             Ok(Some(p)) => p,
             Ok(None) => {
-                return StepResult::failed(step, format!("PVC {}/{claim} does not exist", id.namespace));
+                return StepResult::failed(
+                    step,
+                    format!("PVC {}/{claim} does not exist", id.namespace),
+                );
             }
             Err(e) => return call_failed(step, &e),
         };
@@ -681,17 +717,25 @@ impl Executor<'_> {
             .get("spec")
             .and_then(|s| quantity_at(s, &["resources", "requests", "storage"]));
         let grown = match requested {
-            Some(r) => Quantity::from_millis(r.millis() + to.millis() - from.millis(), r.format()).max(to),
+            Some(r) => {
+                Quantity::from_millis(r.millis() + to.millis() - from.millis(), r.format()).max(to)
+            }
             None => to,
         };
-        let mut patch = json!({"metadata": {"annotations": {ANNOTATION_DISK_SIZE: to.to_string()}}});
+        let mut patch =
+            json!({"metadata": {"annotations": {ANNOTATION_DISK_SIZE: to.to_string()}}});
         // Never shrink: a PVC already at least this big only gets the annotation.
         if requested.is_none_or(|r| grown > r) {
             patch["spec"] = json!({"resources": {"requests": {"storage": grown.to_string()}}});
         }
         if let Err(e) = self
             .cluster
-            .merge_patch(LiveKind::PersistentVolumeClaim, &id.namespace, &claim, &patch)
+            .merge_patch(
+                LiveKind::PersistentVolumeClaim,
+                &id.namespace,
+                &claim,
+                &patch,
+            )
             .await
         {
             return call_failed(step, &e);
@@ -718,7 +762,11 @@ impl Executor<'_> {
         }
         match self
             .cluster
-            .get(LiveKind::NetworkAttachmentDefinition, &id.namespace, &id.name)
+            .get(
+                LiveKind::NetworkAttachmentDefinition,
+                &id.namespace,
+                &id.name,
+            )
             .await
         {
             Ok(Some(_)) => StepResult::done(step, "written"),
@@ -742,8 +790,33 @@ impl Executor<'_> {
         if !owned_by(&object, &self.plan.fleet) {
             return StepResult::failed(
                 step,
-                format!("{id} is not managed by fleet `{}`; not deleted", self.plan.fleet),
+                format!(
+                    "{id} is not managed by fleet `{}`; not deleted",
+                    self.plan.fleet
+                ),
             );
+        }
+        if kind == LiveKind::NetworkAttachmentDefinition {
+            // Checked again now: a VM whose unplug did not finish still refers to it.
+            match self.cluster.list_all(LiveKind::VirtualMachine).await {
+                Ok(vms) => {
+                    let users: Vec<String> = vms
+                        .iter()
+                        .filter(|vm| {
+                            let ns = str_at(vm, &["metadata", "namespace"]).unwrap_or_default();
+                            references(vm, ns, id)
+                        })
+                        .filter_map(|vm| str_at(vm, &["metadata", "name"]).map(str::to_owned))
+                        .collect();
+                    if !users.is_empty() {
+                        return StepResult::skipped(
+                            step,
+                            format!("not deleted: still used by {}", users.join(", ")),
+                        );
+                    }
+                }
+                Err(e) => return call_failed(step, &e),
+            }
         }
         let uid = str_at(&object, &["metadata", "uid"]).map(str::to_owned);
         let mut kept = Vec::new();
@@ -813,7 +886,11 @@ impl Executor<'_> {
                 .cloned()
                 .collect();
             if others.len() != refs.len() {
-                let value = if others.is_empty() { Value::Null } else { Value::Array(others) };
+                let value = if others.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Array(others)
+                };
                 self.cluster
                     .merge_patch(
                         LiveKind::DataVolume,
@@ -888,6 +965,7 @@ impl Executor<'_> {
     ) -> Result<(), Wait> {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("nothing read yet");
+        let mut interval = self.options.poll;
         loop {
             match self.observe(&step.target, claim).await {
                 Ok(o) => match check(&o) {
@@ -905,7 +983,8 @@ impl Executor<'_> {
             if Instant::now() >= deadline {
                 return Err(Wait::Timeout(last));
             }
-            tokio::time::sleep(self.options.poll).await;
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(MAX_POLL).max(self.options.poll);
         }
     }
 

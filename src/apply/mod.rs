@@ -30,11 +30,10 @@ pub fn stale(plan: &Plan, live: &LiveState) -> Vec<String> {
         };
         let object = match kind {
             "VirtualMachine" => live.objects.get(&ObjectRef::vm(ns, name)),
-            "NetworkAttachmentDefinition" => live.objects.get(&ObjectRef::new(
-                Kind::NetworkAttachmentDefinition,
-                ns,
-                name,
-            )),
+            "NetworkAttachmentDefinition" => {
+                live.objects
+                    .get(&ObjectRef::new(Kind::NetworkAttachmentDefinition, ns, name))
+            }
             "PersistentVolumeClaim" => live.pvcs.get(&NsName::new(ns, name)),
             _ => None,
         };
@@ -73,7 +72,8 @@ mod tests {
     fn a_plan_is_stale_once_an_object_it_read_changes_or_one_it_creates_appears() {
         let mut live = LiveState::default();
         live.insert(LiveKind::VirtualMachine, vm("a", "5")).unwrap();
-        live.insert(LiveKind::VirtualMachine, vm("new", "1")).unwrap();
+        live.insert(LiveKind::VirtualMachine, vm("new", "1"))
+            .unwrap();
         let mut plan = Plan {
             fleet: "f".into(),
             revision: "r".into(),

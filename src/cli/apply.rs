@@ -71,7 +71,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// What is being applied.
 enum Source {
-    Fleet { fleet: crate::fleet::Fleet, objects: Vec<crate::render::Rendered>, revision: String },
+    Fleet {
+        fleet: crate::fleet::Fleet,
+        objects: Vec<crate::render::Rendered>,
+        revision: String,
+    },
     Saved(Box<Plan>),
 }
 
@@ -100,7 +104,11 @@ pub fn run(a: ApplyArgs) -> Result<u8, Error> {
     } else {
         let revision = a.revision.clone().unwrap_or_else(|| "local".into());
         let (fleet, objects) = load_and_render(&a.path, &revision)?;
-        Source::Fleet { fleet, objects, revision }
+        Source::Fleet {
+            fleet,
+            objects,
+            revision,
+        }
     };
 
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
@@ -127,7 +135,11 @@ pub fn run(a: ApplyArgs) -> Result<u8, Error> {
         let mut first_plan = None;
         for round in 1..=MAX_ROUNDS {
             let plan = match &source {
-                Source::Fleet { fleet, objects, revision } => {
+                Source::Fleet {
+                    fleet,
+                    objects,
+                    revision,
+                } => {
                     let live = live::read::read(cluster.client(), &scope(fleet)).await?;
                     plan::plan(fleet, objects, &live, revision)
                 }
@@ -144,13 +156,9 @@ pub fn run(a: ApplyArgs) -> Result<u8, Error> {
                 if matches!(a.output, ReportFormat::Text) {
                     print!("{}", output::text(&plan, std::io::stdout().is_terminal()));
                 }
-                if !plan.has_changes() {
-                    if matches!(a.output, ReportFormat::Json) {
-                        print_json(&plan, &[]);
-                    }
-                    return Ok(EXIT_OK);
-                }
-                if !a.auto_approve && !confirm()? {
+                // Nothing to do: no question. The plan still runs, so that the report lists
+                // what was held back (refused, blocked) without touching the cluster.
+                if plan.has_changes() && !a.auto_approve && !confirm()? {
                     eprintln!("Apply cancelled.");
                     return Ok(EXIT_ERROR);
                 }
@@ -178,7 +186,7 @@ pub fn run(a: ApplyArgs) -> Result<u8, Error> {
         };
         match a.output {
             ReportFormat::Text => {
-                for r in &reports {
+                for r in reports.iter().filter(|r| !r.steps.is_empty()) {
                     print!("\n{}", r.text());
                 }
             }

@@ -319,7 +319,12 @@ pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &st
     plan.restartable = plan
         .steps
         .iter()
-        .filter(|s| fleet.vms.get(&s.target).is_some_and(|v| v.spec.allow_restart))
+        .filter(|s| {
+            fleet
+                .vms
+                .get(&s.target)
+                .is_some_and(|v| v.spec.allow_restart)
+        })
         .map(|s| s.target.clone())
         .collect();
     plan
@@ -570,11 +575,20 @@ fn plan_nad_gc(
         {
             continue;
         }
+        // A VM the plan writes uses what its new manifest uses, less the interfaces being
+        // unplugged: the executor deletes NADs only after every unplug is verified.
         let users: Vec<String> = live
             .objects
             .iter()
             .filter(|(vid, _)| vid.kind == Kind::VirtualMachine && !deleted.contains(*vid))
-            .filter(|(vid, vm)| references(vm, &vid.namespace, id))
+            .filter(|(vid, vm)| match plan.writes.get(*vid) {
+                Some(w) => {
+                    let mut w = w.clone();
+                    shape::without_absent_nics(&mut w);
+                    references(&w, &vid.namespace, id)
+                }
+                None => references(vm, &vid.namespace, id),
+            })
             .map(|(vid, _)| vid.to_string())
             .collect();
         if users.is_empty() {
@@ -595,7 +609,7 @@ fn plan_nad_gc(
 }
 
 /// Whether a VM in `vm_namespace` refers to the NAD `nad` in a network.
-fn references(vm: &Value, vm_namespace: &str, nad: &ObjectRef) -> bool {
+pub fn references(vm: &Value, vm_namespace: &str, nad: &ObjectRef) -> bool {
     vm.pointer("/spec/template/spec/networks")
         .and_then(Value::as_array)
         .is_some_and(|nets| {

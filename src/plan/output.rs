@@ -188,7 +188,12 @@ fn yaml_for_diff(object: Option<&Value>) -> String {
     let Some(object) = object else {
         return String::new();
     };
-    let mut object = object.clone();
+    // A VM is compared as the planner compares it: without the fields KubeVirt writes.
+    let mut object = if object.get("kind").and_then(Value::as_str) == Some("VirtualMachine") {
+        super::shape::normalize_vm(object)
+    } else {
+        object.clone()
+    };
     if let Some(a) = object
         .pointer_mut("/metadata/annotations")
         .and_then(Value::as_object_mut)

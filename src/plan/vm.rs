@@ -154,7 +154,8 @@ pub fn plan_vm(input: &VmInput<'_>) -> VmPlan {
     let growing = d.memory.guest > l.memory.guest;
     steps.sort_by_key(|s| rank(s, growing));
 
-    let write = write_manifest(&desired, live_n, &live_full, &unplugging, &ctx, &steps);
+    let mut write = write_manifest(&desired, live_n, &live_full, &unplugging, &ctx, &steps);
+    keep_kubevirt_fields(&mut write, live_vm);
     VmPlan {
         steps,
         write: Some(write),
@@ -978,6 +979,27 @@ pub fn take_back(w: &mut Value, desired: &Value, live: &Value, steps: &[&Step]) 
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Fields KubeVirt's webhooks set on a VM at creation (`kubevirt-facts.md` §6). The fleet
+/// never declares them; server-side apply would remove them from a VM Wukong created (the
+/// webhook's additions are the creator's), which KubeVirt would see as a template change.
+const KUBEVIRT_FIELDS: &[&str] = &[
+    "/spec/template/spec/domain/firmware/uuid",
+    "/spec/template/spec/domain/firmware/serial",
+    "/spec/template/spec/architecture",
+    "/spec/template/spec/domain/machine/type",
+];
+
+/// Carry the live VM's KubeVirt-set fields into the manifest to write, where it has none.
+fn keep_kubevirt_fields(w: &mut Value, live: &Value) {
+    for pointer in KUBEVIRT_FIELDS {
+        if w.pointer(pointer).is_none()
+            && let Some(v) = live.pointer(pointer)
+        {
+            set_pointer(w, pointer, v.clone());
         }
     }
 }

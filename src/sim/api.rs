@@ -395,9 +395,13 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let mut cut_watch = None;
-    if let Ok(Route::Resource(r, scope)) = route(&path) {
-        let verb = verb_of(&method, &scope, &uri);
-        let decision = shared.faults().decide(verb, r.plural);
+    let target = match route(&path) {
+        Ok(Route::Resource(r, scope)) => Some((verb_of(&method, &scope, &uri), r, scope, None)),
+        _ => kubevirt_action(&path),
+    };
+    if let Some((verb, r, scope, action)) = target {
+        let resource = action.unwrap_or_else(|| r.plural.to_string());
+        let decision = shared.faults().decide(verb, &resource);
         if !decision.latency.is_zero() {
             tokio::time::sleep(decision.latency).await;
         }
@@ -419,6 +423,26 @@ async fn handle(
     let response = result.unwrap_or_else(IntoResponse::into_response);
     tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
     response
+}
+
+/// A `subresources.kubevirt.io` action (`PUT …/{resource}/{name}/{action}`), for faults: verb
+/// `update`, resource `{resource}/{action}` (as RBAC names it), and the object it acts on.
+fn kubevirt_action(
+    path: &str,
+) -> Option<(&'static str, &'static ResourceDef, Scope, Option<String>)> {
+    let rest = path.strip_prefix("/apis/subresources.kubevirt.io/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let ["v1" | "v1alpha3", "namespaces", ns, resource, name, action] = parts[..] else {
+        return None;
+    };
+    match route(&format!(
+        "/apis/kubevirt.io/v1/namespaces/{ns}/{resource}/{name}"
+    )) {
+        Ok(Route::Resource(r, scope)) => {
+            Some(("update", r, scope, Some(format!("{resource}/{action}"))))
+        }
+        _ => None,
+    }
 }
 
 /// The Kubernetes verb of a resource request.

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod apply;
 mod bad_input;
 mod cli;
 mod examples;
