@@ -4,6 +4,8 @@
 
 mod bad_input;
 mod cli;
+mod daemon;
+mod daemon_git;
 mod examples;
 mod injection;
 mod kubectl;
