@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod daemon;
 mod daemon_git;
+mod deploy;
 mod examples;
 mod injection;
 mod kubectl;
