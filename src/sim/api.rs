@@ -306,6 +306,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .fallback(handle)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            record,
+        ))
         .with_state(shared)
 }
 
@@ -403,9 +407,6 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let path = uri.path().to_string();
-    if let Some(entry) = audit_entry(&method, &uri) {
-        shared.audit().push(entry);
-    }
     let mut cut_watch = None;
     if let Ok(Route::Resource(r, scope)) = route(&path) {
         let verb = verb_of(&method, &scope, &uri);
@@ -431,62 +432,6 @@ async fn handle(
     let response = result.unwrap_or_else(IntoResponse::into_response);
     tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
     response
-}
-
-/// The audit entry of a resource request (`None` for discovery, OpenAPI and unknown paths).
-fn audit_entry(method: &Method, uri: &Uri) -> Option<AuditEntry> {
-    let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
-    if let [
-        "apis",
-        subresources::GROUP,
-        version,
-        "namespaces",
-        ns,
-        plural,
-        name,
-        action,
-    ] = segs.as_slice()
-    {
-        let verb = match method.as_str() {
-            "PUT" => "update",
-            "GET" => "get",
-            _ => "unknown",
-        };
-        return Some(AuditEntry {
-            verb: verb.into(),
-            group: subresources::GROUP.into(),
-            version: (*version).into(),
-            resource: (*plural).into(),
-            subresource: Some((*action).into()),
-            namespace: Some((*ns).into()),
-            name: Some((*name).into()),
-        });
-    }
-    let Ok(Route::Resource(r, scope)) = route(uri.path()) else {
-        return None;
-    };
-    let verb = verb_of(method, &scope, uri);
-    let (namespace, name, status) = match scope {
-        Scope::Collection(ns) => (ns, None, false),
-        Scope::Object {
-            namespace,
-            name,
-            status,
-        } => (
-            (!namespace.is_empty()).then_some(namespace),
-            Some(name),
-            status,
-        ),
-    };
-    Some(AuditEntry {
-        verb: verb.into(),
-        group: r.group.into(),
-        version: r.version.into(),
-        resource: r.plural.into(),
-        subresource: status.then(|| "status".into()),
-        namespace,
-        name,
-    })
 }
 
 /// The Kubernetes verb of a resource request.
@@ -1209,6 +1154,74 @@ fn watch(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Record every resource request in the audit log, before faults or the API see it.
+async fn record(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(entry) = audit_entry(request.method(), request.uri()) {
+        shared.audit().push(entry);
+    }
+    next.run(request).await
+}
+
+/// The audit entry of a resource request (`None` for discovery, OpenAPI and unknown paths).
+fn audit_entry(method: &Method, uri: &Uri) -> Option<AuditEntry> {
+    let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    if let [
+        "apis",
+        subresources::GROUP,
+        version,
+        "namespaces",
+        ns,
+        plural,
+        name,
+        action,
+    ] = segs.as_slice()
+    {
+        let verb = match method.as_str() {
+            "PUT" => "update",
+            "GET" => "get",
+            _ => "unknown",
+        };
+        return Some(AuditEntry {
+            verb: verb.into(),
+            group: subresources::GROUP.into(),
+            version: (*version).into(),
+            resource: (*plural).into(),
+            subresource: Some((*action).into()),
+            namespace: Some((*ns).into()),
+            name: Some((*name).into()),
+        });
+    }
+    let Ok(Route::Resource(r, scope)) = route(uri.path()) else {
+        return None;
+    };
+    let verb = verb_of(method, &scope, uri);
+    let (namespace, name, status) = match scope {
+        Scope::Collection(ns) => (ns, None, false),
+        Scope::Object {
+            namespace,
+            name,
+            status,
+        } => (
+            (!namespace.is_empty()).then_some(namespace),
+            Some(name),
+            status,
+        ),
+    };
+    Some(AuditEntry {
+        verb: verb.into(),
+        group: r.group.into(),
+        version: r.version.into(),
+        resource: r.plural.into(),
+        subresource: status.then(|| "status".into()),
+        namespace,
+        name,
+    })
 }
 
 #[cfg(test)]
