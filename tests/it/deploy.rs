@@ -24,7 +24,12 @@ const CALLS: &[(&str, &str, &[&str], bool)] = &[
         &["get", "list", "patch", "delete"],
         true,
     ),
-    ("kubevirt.io", "virtualmachineinstances", &["list"], true),
+    (
+        "kubevirt.io",
+        "virtualmachineinstances",
+        &["get", "list"],
+        true,
+    ),
     ("kubevirt.io", "kubevirts", &["list"], true),
     (
         "subresources.kubevirt.io",
@@ -40,18 +45,6 @@ const CALLS: &[(&str, &str, &[&str], bool)] = &[
     ),
     (
         "subresources.kubevirt.io",
-        "virtualmachines/start",
-        &["update"],
-        true,
-    ),
-    (
-        "subresources.kubevirt.io",
-        "virtualmachines/stop",
-        &["update"],
-        true,
-    ),
-    (
-        "subresources.kubevirt.io",
         "virtualmachines/restart",
         &["update"],
         true,
@@ -62,7 +55,12 @@ const CALLS: &[(&str, &str, &[&str], bool)] = &[
         &["get", "list", "patch"],
         true,
     ),
-    ("cdi.kubevirt.io", "datavolumes", &["list", "patch"], true),
+    (
+        "cdi.kubevirt.io",
+        "datavolumes",
+        &["get", "list", "patch"],
+        true,
+    ),
     ("storage.k8s.io", "storageclasses", &["list"], true),
     (
         "k8s.cni.cncf.io",
@@ -294,5 +292,112 @@ async fn a_plan_against_the_simulator_makes_only_granted_calls() {
         "a plan only lists: {audit:?}"
     );
     assert_rbac_allows(&audit, &deploy_dir());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_names_verbs_subresources_and_scopes_as_rbac_does() {
+    use wukong::sim::audit::AuditEntry;
+    let server = Server::start_with("127.0.0.1:0".parse().unwrap(), Config::fast())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
+    let send = |method: &str, path: &str| {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/merge-patch+json")
+            .body(b"{}".to_vec())
+            .unwrap();
+        let client = client.clone();
+        async move {
+            // Answers (404s included) do not matter: every request is logged.
+            let _ = client.request_text(request).await;
+        }
+    };
+    send("GET", "/version").await;
+    send("GET", "/apis/kubevirt.io/v1/virtualmachines").await;
+    send(
+        "GET",
+        "/apis/kubevirt.io/v1/namespaces/a/virtualmachines?watch=true&timeoutSeconds=1",
+    )
+    .await;
+    send(
+        "GET",
+        "/apis/kubevirt.io/v1/namespaces/a/virtualmachines/vm",
+    )
+    .await;
+    send(
+        "PATCH",
+        "/api/v1/namespaces/a/persistentvolumeclaims/p/status",
+    )
+    .await;
+    send("DELETE", "/apis/storage.k8s.io/v1/storageclasses/sc").await;
+    send(
+        "PUT",
+        "/apis/subresources.kubevirt.io/v1/namespaces/a/virtualmachineinstances/vm/pause",
+    )
+    .await;
+    let entry = |verb: &str,
+                 group: &str,
+                 resource: &str,
+                 sub: Option<&str>,
+                 ns: Option<&str>,
+                 name: Option<&str>| AuditEntry {
+        verb: verb.into(),
+        group: group.into(),
+        version: "v1".into(),
+        resource: resource.into(),
+        subresource: sub.map(Into::into),
+        namespace: ns.map(Into::into),
+        name: name.map(Into::into),
+    };
+    assert_eq!(
+        server.audit(),
+        [
+            entry("list", "kubevirt.io", "virtualmachines", None, None, None),
+            entry(
+                "watch",
+                "kubevirt.io",
+                "virtualmachines",
+                None,
+                Some("a"),
+                None
+            ),
+            entry(
+                "get",
+                "kubevirt.io",
+                "virtualmachines",
+                None,
+                Some("a"),
+                Some("vm")
+            ),
+            entry(
+                "patch",
+                "",
+                "persistentvolumeclaims",
+                Some("status"),
+                Some("a"),
+                Some("p")
+            ),
+            entry(
+                "delete",
+                "storage.k8s.io",
+                "storageclasses",
+                None,
+                None,
+                Some("sc")
+            ),
+            entry(
+                "update",
+                "subresources.kubevirt.io",
+                "virtualmachineinstances",
+                Some("pause"),
+                Some("a"),
+                Some("vm")
+            ),
+        ],
+        "discovery (/version) is not logged"
+    );
     server.shutdown().await.unwrap();
 }
