@@ -565,3 +565,123 @@ async fn a_watched_directory_is_reconciled_once_per_burst_of_changes() {
     .await;
     daemon.stop().await;
 }
+
+/// Every file under `dir`, as (relative path, text).
+fn files_under(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap().display().to_string();
+                out.push((relative, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_only_pipeline_reports_the_example_fleet_against_the_simulator() {
+    let server = wukong::sim::Server::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        wukong::sim::Config::fast(),
+    )
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let up = Upstream::new(&tmp.path().join("origin.git"));
+    let fleet = files_under(&crate::support::root().join("examples/fleet"));
+    let files: Vec<(String, &str)> = fleet
+        .iter()
+        .map(|(p, t)| (format!("fleets/example/{p}"), t.as_str()))
+        .collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+    let a = up.commit("main", &files, "example fleet").to_string();
+
+    let mut with_error = files.clone();
+    with_error.push(("fleets/example/broken.yaml", "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata: {name: broken}\nspec: {cpu: lots}\n"));
+
+    let source = git::Source::new(git::Config {
+        url: up.dir.display().to_string(),
+        selector: Selector::Branch("main".into()),
+        subdir: Some("fleets/example".into()),
+        auth: Auth::None,
+        cache_dir: tmp.path().join("cache"),
+    })
+    .unwrap();
+    let (triggers, received) = mpsc::channel(1);
+    let status = status::shared();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(run::run(
+        Origin::Git(Arc::new(source)),
+        wukong::daemon::pipeline::PlanOnly {
+            connection: wukong::live::read::Connection {
+                kubeconfig: Some(kubeconfig),
+                context: None,
+            },
+        },
+        run::Options {
+            interval: FAST,
+            drift_interval: HOUR,
+            plan_only: true,
+            fetch_timeout: Duration::from_secs(30),
+            seed: Some(1),
+        },
+        run::Shared {
+            status: Arc::clone(&status),
+            metrics: Arc::new(Metrics::new()),
+        },
+        received,
+        stopped,
+    ));
+    eventually("the example fleet planned", || async {
+        let s = status.read().unwrap().clone();
+        match &s.last_sync {
+            Some(sync) if sync.result == "success" => Ok(()),
+            other => Err(format!("{other:?} {:?}", s.errors)),
+        }
+    })
+    .await;
+    let s = status.read().unwrap().clone();
+    assert_eq!(s.last_good_revision.as_deref(), Some(a.as_str()));
+    let plan = s.last_plan.expect("a plan");
+    assert!(
+        !plan["steps"].as_array().unwrap().is_empty(),
+        "an empty cluster needs every VM created: {plan}"
+    );
+    assert!(s.last_apply.is_none(), "plan-only applies nothing");
+    assert!(!s.vms.is_empty() && s.vms.iter().all(|vm| vm.desired && !vm.exists));
+    assert!(!s.sets.is_empty() && s.sets.iter().all(|set| set.current == 0));
+
+    // A broken revision is rejected with the file and line; the good one stays in force.
+    let b = up.commit("main", &with_error, "broken").to_string();
+    eventually("the broken revision rejected", || async {
+        let s = status.read().unwrap().clone();
+        match s.errors.last() {
+            Some(e) if e.revision.as_deref() == Some(b.as_str()) => Ok(()),
+            _ => Err(format!("{:?}", s.errors)),
+        }
+    })
+    .await;
+    let s = status.read().unwrap().clone();
+    let error = s.errors.last().unwrap();
+    assert_eq!(error.stage, "validate");
+    assert!(error.message.contains("broken.yaml:4"), "{}", error.message);
+    assert_eq!(s.last_good_revision.as_deref(), Some(a.as_str()));
+    drop(triggers);
+    stop.send_replace(true);
+    task.await.unwrap();
+    assert!(
+        server.audit().iter().all(|e| e.verb == "list"),
+        "plan-only only reads"
+    );
+    crate::support::assert_rbac_allows(&server.audit(), &crate::support::root().join("deploy"));
+    server.shutdown().await.unwrap();
+}
