@@ -78,6 +78,9 @@ pub enum Command {
         #[arg(long)]
         state: Option<PathBuf>,
     },
+    /// Pull the fleet from Git and reconcile on every new revision, webhook and drift timer;
+    /// serve /healthz, /readyz, /metrics, /status and POST /hooks/git.
+    Daemon(Box<crate::daemon::command::DaemonArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -383,6 +386,7 @@ pub fn run(cli: Cli) -> ExitCode {
             |url| println!("{url}"),
         )
         .map_err(Error::from),
+        Command::Daemon(args) => return crate::daemon::command::run(*args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod daemon;
 pub mod fleet;
 pub mod identity;
 pub mod live;

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::audit::{AuditEntry, AuditLog};
 use super::discovery;
 use super::faults::{Fault, Faults};
 use super::openapi;
@@ -213,6 +214,8 @@ pub struct Shared {
     kubevirt: bool,
     /// Faults injected into requests.
     faults: Mutex<Faults>,
+    /// Every resource request, for tests.
+    audit: Mutex<AuditLog>,
 }
 
 impl Shared {
@@ -225,6 +228,7 @@ impl Shared {
             address,
             kubevirt: false,
             faults: Mutex::new(Faults::default()),
+            audit: Mutex::new(AuditLog::default()),
         }
     }
 
@@ -247,6 +251,11 @@ impl Shared {
     /// The fault-injection rules, locked, to change at run time.
     pub fn faults(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The audit log of resource requests, locked.
+    pub fn audit(&self) -> MutexGuard<'_, AuditLog> {
+        self.audit.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Wake watches after a write made directly to the store (a restored state).
@@ -297,6 +306,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .fallback(handle)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            record,
+        ))
         .with_state(shared)
 }
 
@@ -1165,6 +1178,74 @@ fn watch(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Record every resource request in the audit log, before faults or the API see it.
+async fn record(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(entry) = audit_entry(request.method(), request.uri()) {
+        shared.audit().push(entry);
+    }
+    next.run(request).await
+}
+
+/// The audit entry of a resource request (`None` for discovery, OpenAPI and unknown paths).
+fn audit_entry(method: &Method, uri: &Uri) -> Option<AuditEntry> {
+    let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    if let [
+        "apis",
+        subresources::GROUP,
+        version,
+        "namespaces",
+        ns,
+        plural,
+        name,
+        action,
+    ] = segs.as_slice()
+    {
+        let verb = match method.as_str() {
+            "PUT" => "update",
+            "GET" => "get",
+            _ => "unknown",
+        };
+        return Some(AuditEntry {
+            verb: verb.into(),
+            group: subresources::GROUP.into(),
+            version: (*version).into(),
+            resource: (*plural).into(),
+            subresource: Some((*action).into()),
+            namespace: Some((*ns).into()),
+            name: Some((*name).into()),
+        });
+    }
+    let Ok(Route::Resource(r, scope)) = route(uri.path()) else {
+        return None;
+    };
+    let verb = verb_of(method, &scope, uri);
+    let (namespace, name, status) = match scope {
+        Scope::Collection(ns) => (ns, None, false),
+        Scope::Object {
+            namespace,
+            name,
+            status,
+        } => (
+            (!namespace.is_empty()).then_some(namespace),
+            Some(name),
+            status,
+        ),
+    };
+    Some(AuditEntry {
+        verb: verb.into(),
+        group: r.group.into(),
+        version: r.version.into(),
+        resource: r.plural.into(),
+        subresource: status.then(|| "status".into()),
+        namespace,
+        name,
+    })
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! the pure, synchronous object store (with deletion and garbage collection, and [`persist`]
 //! for the state file); [`fieldpath`] and [`apply`] field ownership and server-side apply;
 //! [`strategic`] strategic merge patch; [`discovery`] and [`openapi`] the discovery documents;
-//! [`faults`] injected HTTP failures; [`api`] the HTTP layer; this module the server's lifecycle
-//! (start on loopback, kubeconfig, state file, shutdown).
+//! [`faults`] injected HTTP failures; [`audit`] the log of requests; [`api`] the HTTP layer;
+//! this module the server's lifecycle (start on loopback, kubeconfig, state file, shutdown).
 //!
 //! KubeVirt's behaviour sits beside the API: [`clock`] (simulated time and delays), [`seed`]
 //! (the objects a cluster starts with), [`admission`] (webhooks), [`subresources`]
@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod api;
 pub mod apply;
+pub mod audit;
 pub mod clock;
 pub mod controllers;
 pub mod discovery;
@@ -174,6 +175,12 @@ impl Server {
     /// The HTTP-level fault-injection rules, to change at run time (see [`faults`]).
     pub fn faults(&self) -> MutexGuard<'_, faults::Faults> {
         self.shared.faults()
+    }
+
+    /// Every resource request served so far (verb, group, resource, subresource, namespace,
+    /// name), oldest first; see [`audit`].
+    pub fn audit(&self) -> Vec<audit::AuditEntry> {
+        self.shared.audit().entries()
     }
 
     /// The bound address.

@@ -5,6 +5,9 @@
 mod apply;
 mod bad_input;
 mod cli;
+mod daemon;
+mod daemon_git;
+mod deploy;
 mod examples;
 mod injection;
 mod kubectl;

@@ -79,3 +79,40 @@ pub fn api_resource(manifest: &serde_json::Value) -> Option<kube::api::ApiResour
         plural: def.plural.into(),
     })
 }
+
+/// Namespace and name of the service account `deploy/` runs Wukong as.
+pub const DEPLOY_SERVICE_ACCOUNT: (&str, &str) = ("wukong-system", "wukong");
+
+/// The RBAC request of a simulator audit entry.
+pub fn rbac_request(entry: &wukong::sim::audit::AuditEntry) -> wukong::daemon::rbac::Request {
+    wukong::daemon::rbac::Request {
+        verb: entry.verb.clone(),
+        group: entry.group.clone(),
+        resource: entry.resource.clone(),
+        subresource: entry.subresource.clone(),
+        namespace: entry.namespace.clone(),
+        name: entry.name.clone(),
+    }
+}
+
+/// Fail, listing them, unless the RBAC manifests in `deploy_dir` grant Wukong's service account
+/// every request of `audit` (the simulator's log of a run: `Server::audit()`).
+pub fn assert_rbac_allows(audit: &[wukong::sim::audit::AuditEntry], deploy_dir: &Path) {
+    let (namespace, name) = DEPLOY_SERVICE_ACCOUNT;
+    let policy = wukong::daemon::rbac::Policy::from_dir(deploy_dir, namespace, name)
+        .unwrap_or_else(|e| panic!("cannot load the RBAC of {}: {e}", deploy_dir.display()));
+    let denied: std::collections::BTreeSet<String> = audit
+        .iter()
+        .map(rbac_request)
+        .filter(|r| !policy.allows(r))
+        .map(|r| r.to_string())
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "{} denies {} of the {} requests made:\n  {}",
+        deploy_dir.display(),
+        denied.len(),
+        audit.len(),
+        denied.into_iter().collect::<Vec<_>>().join("\n  ")
+    );
+}

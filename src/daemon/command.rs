@@ -1,0 +1,402 @@
+//! `wukong daemon`: the command line (every flag also read from a `WUKONG_*` environment
+//! variable, so a ConfigMap configures it) and its wiring: Git source or watched directory,
+//! HTTP server, reconcile loop, and shutdown on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch as tokio_watch};
+
+use super::git::{self, Auth, SecretSource, Selector, SshAuth};
+use super::http::{self, AppState};
+use super::metrics::Metrics;
+use super::pipeline::PlanOnly;
+use super::run::{self, Origin};
+use super::{status, watch};
+use crate::live::read::Connection;
+
+/// The arguments of `wukong daemon`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// Fleet repository: https:// or ssh:// URL, `user@host:path`, file:// URL or local path
+    /// (with --watch: a plain directory, reconciled as it is).
+    #[arg(long, env = "WUKONG_REPO")]
+    pub repo: String,
+    /// Branch to follow (default `main`; a --tag or --revision takes precedence).
+    #[arg(long, env = "WUKONG_BRANCH")]
+    pub branch: Option<String>,
+    /// Tag to follow.
+    #[arg(long, env = "WUKONG_TAG")]
+    pub tag: Option<String>,
+    /// Pinned commit (full SHA).
+    #[arg(long, env = "WUKONG_REVISION")]
+    pub revision: Option<String>,
+    /// Sub-directory of the repository that is the fleet root.
+    #[arg(long, env = "WUKONG_PATH")]
+    pub path: Option<PathBuf>,
+    /// Git poll interval (`30s`, `5m`, `1h`), jittered by up to 10 %.
+    #[arg(long, env = "WUKONG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// How often the revision in force is reconciled again, undoing changes made by hand.
+    #[arg(long, env = "WUKONG_DRIFT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub drift_interval: Duration,
+    /// Directory for the clone and checkouts (default: a directory under the system's temp
+    /// directory).
+    #[arg(long, env = "WUKONG_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// File holding an https token.
+    #[arg(long, env = "WUKONG_GIT_TOKEN_FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// Environment variable holding an https token.
+    #[arg(long, env = "WUKONG_GIT_TOKEN_ENV", conflicts_with = "git_token_file")]
+    pub git_token_env: Option<String>,
+    /// User name sent with the token.
+    #[arg(long, env = "WUKONG_GIT_USER", default_value = git::DEFAULT_TOKEN_USER)]
+    pub git_user: String,
+    /// ssh private key file.
+    #[arg(long, env = "WUKONG_SSH_KEY_FILE")]
+    pub ssh_key_file: Option<PathBuf>,
+    /// File holding the ssh key's passphrase.
+    #[arg(long, env = "WUKONG_SSH_PASSPHRASE_FILE")]
+    pub ssh_passphrase_file: Option<PathBuf>,
+    /// known_hosts file listing the ssh server's host key (required for ssh).
+    #[arg(long, env = "WUKONG_SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster credentials).
+    #[arg(long, env = "WUKONG_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, env = "WUKONG_CONTEXT")]
+    pub context: Option<String>,
+    /// Run against the embedded simulated cluster instead.
+    #[arg(long, conflicts_with_all = ["kubeconfig", "context"])]
+    pub sim: bool,
+    /// Address of the HTTP server (health, metrics, status, webhook).
+    #[arg(long, env = "WUKONG_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// File holding the webhook's shared secret (empty: webhooks refused).
+    #[arg(long, env = "WUKONG_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Only plan and report drift; never change the cluster.
+    #[arg(long, env = "WUKONG_PLAN_ONLY")]
+    pub plan_only: bool,
+    /// Treat --repo as a local directory and reconcile it on every change (debounced).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// Errors of starting the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Git(#[from] git::Error),
+    #[error(transparent)]
+    Watch(#[from] watch::Error),
+    #[error(transparent)]
+    Sim(#[from] crate::sim::Error),
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot wait for signals: {0}")]
+    Signal(std::io::Error),
+    #[error(
+        "applying changes needs the plan executor (issue #5), which this build does not have; \
+         run with --plan-only"
+    )]
+    ApplyUnavailable,
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Parse `90`, `90s`, `5m`, `1h`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 30s, 5m or 1h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    if d.is_zero() {
+        return Err(format!("`{text}`: must be more than zero"));
+    }
+    Ok(d)
+}
+
+impl DaemonArgs {
+    fn selector(&self) -> Selector {
+        let nonempty = |o: &Option<String>| o.clone().filter(|s| !s.trim().is_empty());
+        if let Some(sha) = nonempty(&self.revision) {
+            Selector::Commit(sha)
+        } else if let Some(tag) = nonempty(&self.tag) {
+            Selector::Tag(tag)
+        } else {
+            Selector::Branch(nonempty(&self.branch).unwrap_or_else(|| "main".into()))
+        }
+    }
+
+    fn auth(&self) -> Result<Auth, Error> {
+        let token = match (&self.git_token_file, &self.git_token_env) {
+            (Some(file), _) => Some(SecretSource::File(file.clone())),
+            (None, Some(var)) => Some(SecretSource::Env(var.clone())),
+            (None, None) => None,
+        };
+        match (token, &self.ssh_key_file, &self.ssh_known_hosts) {
+            (Some(_), Some(_), _) => Err(Error::Usage(
+                "give a Git token or an ssh key, not both".into(),
+            )),
+            (Some(token), None, _) => Ok(Auth::Token {
+                user: self.git_user.clone(),
+                token,
+            }),
+            (None, Some(key), Some(known_hosts)) => Ok(Auth::Ssh(SshAuth {
+                user: None,
+                private_key: key.clone(),
+                passphrase: self.ssh_passphrase_file.clone().map(SecretSource::File),
+                known_hosts: known_hosts.clone(),
+            })),
+            (None, Some(_), None) => Err(Error::Usage(
+                "--ssh-key-file needs --ssh-known-hosts: the server's host key is always checked"
+                    .into(),
+            )),
+            (None, None, _) => Ok(Auth::None),
+        }
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(self.repo.as_bytes());
+            let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+            std::env::temp_dir().join(format!("wukong-cache-{short}"))
+        })
+    }
+}
+
+/// Run `wukong daemon` until SIGTERM or Ctrl-C.
+pub fn run(args: DaemonArgs) -> ExitCode {
+    match run_daemon(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(crate::cli::EXIT_ERROR)
+        }
+    }
+}
+
+fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
+    if !args.plan_only {
+        return Err(Error::ApplyUnavailable);
+    }
+    let origin = if args.watch {
+        Origin::Directory(PathBuf::from(&args.repo))
+    } else {
+        Origin::Git(Arc::new(git::Source::new(git::Config {
+            url: args.repo.clone(),
+            selector: args.selector(),
+            subdir: args.path.clone().filter(|p| !p.as_os_str().is_empty()),
+            auth: args.auth()?,
+            cache_dir: args.cache_dir(),
+        })?))
+    };
+    let webhook_secret = match &args.webhook_secret_file {
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|source| Error::Io {
+                what: "read the webhook secret",
+                path: path.clone(),
+                source,
+            })?;
+            let secret = text.trim_ascii_end().to_vec();
+            if secret.is_empty() {
+                tracing::warn!(file = %path.display(), "the webhook secret is empty: webhooks are refused");
+                None
+            } else {
+                Some(Arc::from(secret))
+            }
+        }
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async move {
+        let sim = if args.sim {
+            Some(
+                crate::sim::Server::start(
+                    "127.0.0.1:0"
+                        .parse()
+                        .map_err(|_| Error::Usage("bad loopback address".into()))?,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let mut connection = Connection {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+        };
+        if let Some(server) = &sim {
+            let path = args.cache_dir().join("sim-kubeconfig");
+            std::fs::create_dir_all(args.cache_dir()).map_err(|source| Error::Io {
+                what: "create",
+                path: args.cache_dir(),
+                source,
+            })?;
+            server.write_kubeconfig(&path)?;
+            connection.kubeconfig = Some(path);
+        }
+        let (triggers, received) = mpsc::channel(1);
+        let status = status::shared();
+        let metrics = Arc::new(Metrics::new());
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: args.listen,
+                source,
+            })?;
+        let (stop, stopped) = tokio_watch::channel(false);
+        let _watch = if args.watch {
+            Some(watch::watch(
+                &PathBuf::from(&args.repo),
+                watch::DEBOUNCE,
+                triggers.clone(),
+            )?)
+        } else {
+            None
+        };
+        let router = http::router(AppState {
+            status: Arc::clone(&status),
+            metrics: Arc::clone(&metrics),
+            webhook_secret,
+            triggers,
+        });
+        let mut server_stop = stopped.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        tracing::info!(listen = %args.listen, repo = %args.repo, "daemon started");
+        let reconcile = tokio::spawn(run::run(
+            origin,
+            PlanOnly { connection },
+            run::Options {
+                interval: args.interval,
+                drift_interval: args.drift_interval,
+                plan_only: args.plan_only,
+                fetch_timeout: run::FETCH_TIMEOUT,
+                seed: None,
+            },
+            run::Shared { status, metrics },
+            received,
+            stopped,
+        ));
+        let signal = shutdown_signal().await;
+        tracing::info!("shutting down: the reconcile in flight finishes, no new one starts");
+        stop.send_replace(true);
+        let _ = reconcile.await;
+        let _ = server.await;
+        if let Some(server) = sim {
+            server.shutdown().await?;
+        }
+        signal
+    })
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(Error::Signal)?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(Error::Signal),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map_err(Error::Signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DaemonArgs,
+    }
+
+    fn parse(argv: &[&str]) -> DaemonArgs {
+        let mut full = vec!["daemon"];
+        full.extend_from_slice(argv);
+        Cli::try_parse_from(full).unwrap().args
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn selector_precedence_and_auth() {
+        let a = parse(&["--repo", "r", "--branch", "dev", "--tag", "v1"]);
+        assert_eq!(a.selector(), Selector::Tag("v1".into()));
+        let a = parse(&["--repo", "r", "--branch", "", "--revision", ""]);
+        assert_eq!(a.selector(), Selector::Branch("main".into()));
+        let a = parse(&["--repo", "r", "--ssh-key-file", "k"]);
+        assert!(
+            a.auth()
+                .unwrap_err()
+                .to_string()
+                .contains("--ssh-known-hosts")
+        );
+        let a = parse(&["--repo", "r", "--git-token-env", "TOKEN"]);
+        assert_eq!(
+            a.auth().unwrap(),
+            Auth::Token {
+                user: git::DEFAULT_TOKEN_USER.into(),
+                token: SecretSource::Env("TOKEN".into())
+            }
+        );
+    }
+}

@@ -1,0 +1,366 @@
+//! The reconcile loop: wait for a trigger (poll interval, webhook, local change, drift timer),
+//! fetch, and hand a new revision to the [`Reconciler`]; keep the last good revision when a new
+//! one is rejected, back off while Git is unreachable, and record everything in the shared
+//! status and metrics.
+//!
+//! The loop never decides what to change: the [`Reconciler`] (render → read live → plan →
+//! apply) does, so the executor plugs in without touching this module. Shutdown is checked
+//! between reconciles only: a reconcile in flight finishes, no new one starts.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
+
+use super::Trigger;
+use super::git::{self, Checkout};
+use super::metrics::{Metrics, ReconcileResult};
+use super::schedule::{self, SplitMix64};
+use super::status::{self, ErrorRecord, SetState, SharedStatus, SyncRecord, VmState};
+
+/// How long the loop waits for one fetch: far above a fetch of a fleet repository over a slow
+/// link, short enough that a hung connection does not stall the daemon for long. The fetch
+/// itself cannot be cancelled (see [`git`]); the next one reports it as still running.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The revision reported for a plain directory (no Git).
+pub const DIRECTORY_REVISION: &str = "working-tree";
+
+/// What one reconcile did, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// The plan, as `wukong plan -o json` prints it.
+    pub plan: Option<Value>,
+    /// The apply report (`None` in plan-only mode).
+    pub apply: Option<Value>,
+    /// VMs whose live state differs from the fleet (after the apply, if any).
+    pub drift_vms: usize,
+    /// Every carried-out step's class and result.
+    pub steps: Vec<(String, String)>,
+    pub vms: Vec<VmState>,
+    pub sets: Vec<SetState>,
+}
+
+/// Why a reconcile did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconcileError {
+    /// The revision is invalid (validation, rendering): it is not applied, and the last good
+    /// revision stays in force.
+    #[error("revision rejected: {0}")]
+    Rejected(String),
+    /// The revision is valid but reconciling it failed (cluster unreachable, a step failed): it
+    /// is in force and retried on the drift timer.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The reconcile step the loop runs. Implemented by the executor; the tests use fakes.
+pub trait Reconciler: Send + Sync + 'static {
+    /// Bring the cluster to the fleet at `fleet_root` (revision `revision`); only plan (and
+    /// report drift) when `apply` is false.
+    fn reconcile(
+        &self,
+        fleet_root: &Path,
+        revision: &str,
+        apply: bool,
+    ) -> impl Future<Output = Result<Outcome, ReconcileError>> + Send;
+}
+
+/// Where the fleet comes from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A Git repository, fetched on triggers.
+    Git(Arc<git::Source>),
+    /// A plain directory (a working tree being edited), reconciled as it is on every trigger.
+    Directory(PathBuf),
+}
+
+/// The loop's settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Git poll interval (jittered).
+    pub interval: Duration,
+    /// Reconcile the revision in force this often to undo changes made by hand.
+    pub drift_interval: Duration,
+    /// Only plan and report drift; never apply.
+    pub plan_only: bool,
+    pub fetch_timeout: Duration,
+    /// Seed of the jitter; `None`: from the clock.
+    pub seed: Option<u64>,
+}
+
+/// The loop's handles on the shared state.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub status: SharedStatus,
+    pub metrics: Arc<Metrics>,
+}
+
+struct Loop<R> {
+    origin: Origin,
+    reconciler: R,
+    options: Options,
+    shared: Shared,
+    /// The revision in force (last one accepted).
+    in_force: Option<Checkout>,
+    /// The last revision rejected, not retried until it changes.
+    rejected: Option<String>,
+    fetch_failures: u32,
+    /// Reconciles run since the start.
+    reconciles: u64,
+    rng: SplitMix64,
+}
+
+/// Run until `shutdown` turns true. Reconciles at once on start (the first fetch), then on
+/// every trigger.
+pub async fn run<R: Reconciler>(
+    origin: Origin,
+    reconciler: R,
+    options: Options,
+    shared: Shared,
+    mut triggers: mpsc::Receiver<Trigger>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let in_force = match &origin {
+        Origin::Git(source) => source.last_good(),
+        Origin::Directory(_) => None,
+    };
+    if let Some(c) = &in_force {
+        tracing::info!(revision = %c.revision, "last good revision restored from the cache");
+        let mut status = shared
+            .status
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.last_good_revision = Some(c.revision.clone());
+        shared.metrics.set_revision(&c.revision);
+    }
+    let rng = options
+        .seed
+        .map_or_else(SplitMix64::from_entropy, SplitMix64::new);
+    let mut state = Loop {
+        origin,
+        reconciler,
+        shared,
+        in_force,
+        rejected: None,
+        fetch_failures: 0,
+        reconciles: 0,
+        rng,
+        options,
+    };
+    let now = tokio::time::Instant::now();
+    let mut next_fetch = now;
+    let mut next_drift = now + state.options.drift_interval;
+    loop {
+        let trigger = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            Some(t) = triggers.recv() => t,
+            () = tokio::time::sleep_until(next_fetch) => Trigger::Interval,
+            () = tokio::time::sleep_until(next_drift) => Trigger::Drift,
+        };
+        tracing::debug!(?trigger, "woken");
+        match trigger {
+            Trigger::Drift => {
+                next_drift = tokio::time::Instant::now() + state.options.drift_interval;
+                if let Some(c) = state.in_force.clone() {
+                    state.reconcile(&c).await;
+                }
+            }
+            Trigger::Interval | Trigger::Webhook | Trigger::LocalChange => {
+                let (delay, reconciled) = state.sync(trigger).await;
+                next_fetch = tokio::time::Instant::now() + delay;
+                if reconciled {
+                    // The cluster was just reconciled: the drift timer starts over.
+                    next_drift = tokio::time::Instant::now() + state.options.drift_interval;
+                }
+            }
+        }
+        state.set_ready();
+    }
+    tracing::info!("reconcile loop stopped");
+}
+
+impl<R: Reconciler> Loop<R> {
+    fn set_ready(&self) {
+        let mut status = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.ready = true;
+    }
+
+    fn record_error(&self, stage: &str, revision: Option<&str>, message: String) {
+        let mut status = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.push_error(ErrorRecord {
+            at: status::now_rfc3339(),
+            stage: stage.to_owned(),
+            revision: revision.map(str::to_owned),
+            message,
+        });
+    }
+
+    /// Fetch; reconcile if the revision is new (or the tree is a plain directory). Returns the
+    /// delay until the next poll and whether a reconcile ran.
+    ///
+    /// When the first fetch after a start fails, the revision in force (restored from the
+    /// cache) is reconciled: the remote being down does not leave the cluster unreconciled.
+    async fn sync(&mut self, trigger: Trigger) -> (Duration, bool) {
+        let fetched = match &self.origin {
+            Origin::Directory(dir) => Ok(Checkout {
+                revision: DIRECTORY_REVISION.to_owned(),
+                tree: dir.clone(),
+                fleet_root: dir.clone(),
+            }),
+            Origin::Git(source) => fetch(Arc::clone(source), self.options.fetch_timeout).await,
+        };
+        let checkout = match fetched {
+            Ok(c) => {
+                self.fetch_failures = 0;
+                c
+            }
+            Err(message) => {
+                self.fetch_failures = self.fetch_failures.saturating_add(1);
+                self.shared.metrics.fetch_failed();
+                tracing::warn!(error = %message, failures = self.fetch_failures, "fetch failed; keeping the revision in force");
+                self.record_error("git", None, message);
+                let delay =
+                    schedule::next_poll(self.options.interval, self.fetch_failures, &mut self.rng);
+                let restored = if self.reconciles == 0 {
+                    self.in_force.clone()
+                } else {
+                    None
+                };
+                if let Some(checkout) = &restored {
+                    self.reconcile(checkout).await;
+                }
+                return (delay, restored.is_some());
+            }
+        };
+        {
+            let mut status = self
+                .shared
+                .status
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            status.revision = Some(checkout.revision.clone());
+        }
+        let directory = matches!(self.origin, Origin::Directory(_));
+        let unchanged = self
+            .in_force
+            .as_ref()
+            .is_some_and(|c| c.revision == checkout.revision);
+        let rejected_before = self.rejected.as_deref() == Some(checkout.revision.as_str());
+        let new = directory || !(unchanged || rejected_before);
+        if new {
+            tracing::info!(revision = %checkout.revision, ?trigger, "new revision");
+            self.reconcile(&checkout).await;
+        }
+        (
+            schedule::next_poll(self.options.interval, 0, &mut self.rng),
+            new,
+        )
+    }
+
+    /// Run the reconciler on `checkout` and record the result.
+    async fn reconcile(&mut self, checkout: &Checkout) {
+        let span = tracing::info_span!("reconcile", revision = %checkout.revision);
+        self.reconciles += 1;
+        let started = Instant::now();
+        let result = self
+            .reconciler
+            .reconcile(
+                &checkout.fleet_root,
+                &checkout.revision,
+                !self.options.plan_only,
+            )
+            .instrument(span)
+            .await;
+        let duration = started.elapsed();
+        let kind = match &result {
+            Ok(_) => ReconcileResult::Success,
+            Err(ReconcileError::Rejected(_)) => ReconcileResult::Rejected,
+            Err(ReconcileError::Failed(_)) => ReconcileResult::Failed,
+        };
+        self.shared.metrics.reconcile_finished(kind, duration);
+        match &result {
+            Ok(_) | Err(ReconcileError::Failed(_)) => self.accept(checkout),
+            Err(ReconcileError::Rejected(message)) => {
+                tracing::warn!(revision = %checkout.revision, error = %message, "revision rejected; the last good revision stays in force");
+                self.rejected = Some(checkout.revision.clone());
+                self.record_error("validate", Some(&checkout.revision), message.clone());
+            }
+        }
+        if let Err(ReconcileError::Failed(message)) = &result {
+            tracing::warn!(revision = %checkout.revision, error = %message, "reconcile failed");
+            self.record_error("reconcile", Some(&checkout.revision), message.clone());
+        }
+        let mut status = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.last_sync = Some(SyncRecord {
+            revision: Some(checkout.revision.clone()),
+            at: status::now_rfc3339(),
+            result: kind.as_str().to_owned(),
+            duration_seconds: duration.as_secs_f64(),
+        });
+        if let Ok(outcome) = result {
+            for (class, step_result) in &outcome.steps {
+                self.shared.metrics.step(class, step_result);
+            }
+            self.shared.metrics.set_drift(outcome.drift_vms);
+            self.shared.metrics.sync_succeeded(status::now_unix());
+            status.last_plan = outcome.plan;
+            status.last_apply = outcome.apply;
+            status.vms = outcome.vms;
+            status.sets = outcome.sets;
+        }
+    }
+
+    /// `checkout` is now the revision in force.
+    fn accept(&mut self, checkout: &Checkout) {
+        self.rejected = None;
+        self.shared.metrics.set_revision(&checkout.revision);
+        {
+            let mut status = self
+                .shared
+                .status
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            status.last_good_revision = Some(checkout.revision.clone());
+        }
+        if let Origin::Git(source) = &self.origin {
+            let kept = source
+                .mark_good(checkout)
+                .and_then(|()| source.prune(&[checkout.revision.as_str()]));
+            if let Err(e) = kept {
+                tracing::warn!(error = %e, "cannot update the checkout cache");
+            }
+        }
+        self.in_force = Some(checkout.clone());
+    }
+}
+
+/// Run a blocking sync on its own thread, giving up waiting after `timeout`.
+async fn fetch(source: Arc<git::Source>, timeout: Duration) -> Result<Checkout, String> {
+    let task = tokio::task::spawn_blocking(move || source.sync());
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(result)) => result.map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("the fetch task failed: {e}")),
+        Err(_) => Err(format!(
+            "the fetch did not finish within {} s",
+            timeout.as_secs()
+        )),
+    }
+}
