@@ -120,9 +120,10 @@ impl Env {
             "--auto-approve".into(),
             "--output".into(),
             "json".into(),
-            "--timeout".into(),
-            "60s".into(),
         ];
+        if !extra.contains(&"--timeout") {
+            args.extend(["--timeout".into(), "60s".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }

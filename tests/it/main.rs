@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod apply;
+mod apply_faults;
 mod bad_input;
 mod cli;
 mod daemon;
