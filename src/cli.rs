@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod apply;
+mod demo;
 
 use crate::live::{self, LiveState};
 use crate::plan::{self, output};
@@ -52,6 +53,9 @@ pub enum Command {
     /// Plan, ask, then carry the plan out and verify every change on the running VMs. Also
     /// applies a plan saved by `plan --out`, exactly, unless the cluster or fleet changed.
     Apply(apply::ApplyArgs),
+    /// The whole pipeline on the embedded simulated cluster, no set-up: apply one revision of
+    /// a fleet, then the next, showing each plan, the progress and the report.
+    Demo(demo::DemoArgs),
     /// Save the live state the fleet's plan depends on, for `plan --live` without a cluster.
     Snapshot {
         /// Fleet directory (its namespaces scope what is read).
@@ -154,6 +158,10 @@ pub enum Error {
         "stdin is not a terminal, so the plan cannot be confirmed; pass --auto-approve to apply without asking"
     )]
     NotApproved,
+    #[error("demo: {0}")]
+    Demo(String),
+    #[error("apply cancelled: the answer was not 'yes'")]
+    Cancelled,
     #[error("rendered objects do not match the official schemas:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Schema(Vec<schema::SchemaError>),
 }
@@ -324,6 +332,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => return exit(run_plan(args)),
         Command::Apply(args) => return exit(apply::run(args)),
+        Command::Demo(args) => return exit(demo::run(args)),
         Command::Snapshot { path, cluster, out } => load_and_render(&path, "local")
             .and_then(|(fleet, _)| read_cluster(&cluster, &fleet))
             .and_then(|live| {

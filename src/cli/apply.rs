@@ -70,7 +70,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// What is being applied.
-enum Source {
+pub(super) enum Source {
     Fleet {
         fleet: crate::fleet::Fleet,
         objects: Vec<crate::render::Rendered>,
@@ -131,73 +131,84 @@ pub fn run(a: ApplyArgs) -> Result<u8, Error> {
             stop,
             ..Options::default()
         };
-        let mut reports = Vec::new();
-        let mut first_plan = None;
-        for round in 1..=MAX_ROUNDS {
-            let plan = match &source {
-                Source::Fleet {
-                    fleet,
-                    objects,
-                    revision,
-                } => {
-                    let live = live::read::read(cluster.client(), &scope(fleet)).await?;
-                    plan::plan(fleet, objects, &live, revision)
-                }
-                Source::Saved(plan) => {
-                    let live = read_for(&cluster, plan).await?;
-                    let why = apply::stale(plan, &live);
-                    if !why.is_empty() {
-                        return Err(Error::Stale(why));
-                    }
-                    (**plan).clone()
-                }
-            };
-            if round == 1 {
-                if matches!(a.output, ReportFormat::Text) {
-                    print!("{}", output::text(&plan, std::io::stdout().is_terminal()));
-                }
-                // Nothing to do: no question. The plan still runs, so that the report lists
-                // what was held back (refused, blocked) without touching the cluster.
-                if plan.has_changes() && !a.auto_approve && !confirm()? {
-                    eprintln!("Apply cancelled.");
-                    return Ok(EXIT_ERROR);
-                }
-            } else {
-                eprintln!("Re-planning after a conflict (round {round} of {MAX_ROUNDS})");
-            }
-            let display = Display::new(&plan);
-            let options = Options {
-                progress: Some(display.clone().progress()),
-                ..options.clone()
-            };
-            let report = apply::execute(&cluster, &plan, &options).await;
-            display.finish();
-            let again = report.conflicted()
-                && !report.interrupted
-                && matches!(source, Source::Fleet { .. });
-            reports.push(report);
-            first_plan.get_or_insert(plan);
-            if !again {
-                break;
-            }
-        }
-        let Some(plan) = first_plan else {
-            return Ok(EXIT_OK);
-        };
-        match a.output {
-            ReportFormat::Text => {
-                for r in reports.iter().filter(|r| !r.steps.is_empty()) {
-                    print!("\n{}", r.text());
-                }
-            }
-            ReportFormat::Json => print_json(&plan, &reports),
-        }
-        Ok(if reports.last().is_some_and(Report::succeeded) {
+        let reports = apply_source(&cluster, &source, &options, a.output, a.auto_approve).await?;
+        Ok(if reports.last().is_none_or(Report::succeeded) {
             EXIT_OK
         } else {
             EXIT_ERROR
         })
     })
+}
+
+/// Plan (or check a saved plan), show it, ask unless `auto_approve`, execute with progress,
+/// re-plan after conflicts, and print the report. Returns every round's report.
+pub(super) async fn apply_source(
+    cluster: &Cluster,
+    source: &Source,
+    options: &Options,
+    format: ReportFormat,
+    auto_approve: bool,
+) -> Result<Vec<Report>, Error> {
+    let mut reports = Vec::new();
+    let mut first_plan = None;
+    for round in 1..=MAX_ROUNDS {
+        let plan = match source {
+            Source::Fleet {
+                fleet,
+                objects,
+                revision,
+            } => {
+                let live = live::read::read(cluster.client(), &scope(fleet)).await?;
+                plan::plan(fleet, objects, &live, revision)
+            }
+            Source::Saved(plan) => {
+                let live = read_for(cluster, plan).await?;
+                let why = apply::stale(plan, &live);
+                if !why.is_empty() {
+                    return Err(Error::Stale(why));
+                }
+                (**plan).clone()
+            }
+        };
+        if round == 1 {
+            if matches!(format, ReportFormat::Text) {
+                print!("{}", output::text(&plan, std::io::stdout().is_terminal()));
+            }
+            // Nothing to do: no question. The plan still runs, so that the report lists
+            // what was held back (refused, blocked) without touching the cluster.
+            if plan.has_changes() && !auto_approve && !confirm()? {
+                eprintln!("Apply cancelled.");
+                return Err(Error::Cancelled);
+            }
+        } else {
+            eprintln!("Re-planning after a conflict (round {round} of {MAX_ROUNDS})");
+        }
+        let display = Display::new(&plan);
+        let options = Options {
+            progress: Some(display.clone().progress()),
+            ..options.clone()
+        };
+        let report = apply::execute(cluster, &plan, &options).await;
+        display.finish();
+        let again =
+            report.conflicted() && !report.interrupted && matches!(source, Source::Fleet { .. });
+        reports.push(report);
+        first_plan.get_or_insert(plan);
+        if !again {
+            break;
+        }
+    }
+    if let Some(plan) = &first_plan {
+        match format {
+            ReportFormat::Text => {
+                for r in reports.iter().filter(|r| !r.steps.is_empty()) {
+                    print!("\n{}", r.text());
+                }
+            }
+            ReportFormat::Json => print_json(plan, &reports),
+        }
+    }
+    Ok(reports)
 }
 
 fn print_json(plan: &Plan, reports: &[Report]) {
