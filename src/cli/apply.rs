@@ -72,7 +72,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// What is being applied.
 pub(super) enum Source {
     Fleet {
-        fleet: crate::fleet::Fleet,
+        fleet: Box<crate::fleet::Fleet>,
         objects: Vec<crate::render::Rendered>,
         revision: String,
     },
@@ -105,7 +105,7 @@ pub fn run(a: ApplyArgs) -> Result<u8, Error> {
         let revision = a.revision.clone().unwrap_or_else(|| "local".into());
         let (fleet, objects) = load_and_render(&a.path, &revision)?;
         Source::Fleet {
-            fleet,
+            fleet: Box::new(fleet),
             objects,
             revision,
         }

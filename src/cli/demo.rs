@@ -51,7 +51,10 @@ pub fn run(a: DemoArgs) -> Result<u8, Error> {
             a.speed
         );
         let client = kube::Client::try_from(kube::Config::new(
-            server.url().parse().map_err(|_| Error::Demo("the simulator's URL".into()))?,
+            server
+                .url()
+                .parse()
+                .map_err(|_| Error::Demo("the simulator's URL".into()))?,
         ))
         .map_err(|e| Error::Demo(e.to_string()))?;
         let cluster = Cluster::new(client.clone());
@@ -65,7 +68,7 @@ pub fn run(a: DemoArgs) -> Result<u8, Error> {
                 path.display()
             );
             let source = Source::Fleet {
-                fleet,
+                fleet: Box::new(fleet),
                 objects,
                 revision,
             };
@@ -100,14 +103,23 @@ async fn prepare(
         &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Namespace")),
     );
     for ns in namespaces {
-        if create(&ns_api, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await? {
+        if create(
+            &ns_api,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?
+        {
             made.push(format!("namespace {ns}"));
         }
     }
     if let Some(sc) = &fleet.settings.default_storage_class {
         let sc_api: Api<DynamicObject> = Api::all_with(
             client.clone(),
-            &ApiResource::from_gvk(&GroupVersionKind::gvk("storage.k8s.io", "v1", "StorageClass")),
+            &ApiResource::from_gvk(&GroupVersionKind::gvk(
+                "storage.k8s.io",
+                "v1",
+                "StorageClass",
+            )),
         );
         let class = json!({
             "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
@@ -120,7 +132,10 @@ async fn prepare(
         }
     }
     if !made.is_empty() {
-        eprintln!("Prepared the cluster as an administrator would: {}.", made.join(", "));
+        eprintln!(
+            "Prepared the cluster as an administrator would: {}.",
+            made.join(", ")
+        );
     }
     Ok(())
 }
@@ -153,7 +168,11 @@ async fn vm_table(client: &kube::Client) -> Result<String, Error> {
         let (vcpus, memory, nics) = match vmi {
             Some(i) => {
                 let t = i.pointer("/status/currentCPUTopology");
-                let n = |k: &str| t.and_then(|t| t.get(k)).and_then(Value::as_u64).unwrap_or(1);
+                let n = |k: &str| {
+                    t.and_then(|t| t.get(k))
+                        .and_then(Value::as_u64)
+                        .unwrap_or(1)
+                };
                 let nics: Vec<&str> = i
                     .pointer("/status/interfaces")
                     .and_then(Value::as_array)
@@ -161,7 +180,9 @@ async fn vm_table(client: &kube::Client) -> Result<String, Error> {
                     .unwrap_or_default();
                 (
                     (n("sockets") * n("cores") * n("threads")).to_string(),
-                    str_at(i, &["status", "memory", "guestRequested"]).unwrap_or("-").to_owned(),
+                    str_at(i, &["status", "memory", "guestRequested"])
+                        .unwrap_or("-")
+                        .to_owned(),
                     nics.join(","),
                 )
             }

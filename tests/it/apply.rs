@@ -914,3 +914,57 @@ async fn apply_raw(env: &Env, path: &Path, extra: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// The quick start.
+
+#[test]
+fn the_readme_quick_start_runs_the_whole_pipeline_on_the_embedded_cluster() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .collect();
+    assert_eq!(commands, ["cargo run -- demo", "cargo test"]);
+
+    // `cargo run -- demo`, faster.
+    let out = run(&["demo".to_string(), "--speed".into(), "100".into()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("Apply: ").count(), 2, "{stdout}");
+    assert!(
+        !stdout.contains(" failed, ") || stdout.contains(" 0 failed, "),
+        "{stdout}"
+    );
+    let table = stdout.split("The VMs now").nth(1).unwrap();
+    let row = |vm: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(vm))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row("web/web-3").contains("Running"), "{table}");
+    assert!(row("nfv/dpdk-0").contains("Paused"), "{table}");
+    assert!(row("databases/batch-etl").contains("Running"), "{table}");
+    assert!(
+        row("databases/pg-primary").contains("pg-primary-data=300Gi"),
+        "{table}"
+    );
+    assert!(row("databases/pg-primary").contains("backup"), "{table}");
+    assert!(
+        row("web/web-0").split_whitespace().nth(2) == Some("4"),
+        "{table}"
+    );
+}

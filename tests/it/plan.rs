@@ -297,3 +297,19 @@ fn unowned_objects_are_never_touched() {
     assert!(!p.writes.contains_key(&ObjectRef::vm("apps", "fixed")));
     assert!(!p.writes.contains_key(&ObjectRef::vm("apps", "stranger")));
 }
+
+#[test]
+fn a_saved_plan_reads_back_as_the_plan_it_was() {
+    let p = plan_case("set-rolling-restart");
+    let text = serde_json::to_string(&output::saved(&p)).unwrap();
+    let back = output::load("plan.json", &text).unwrap();
+    let mut expected = p.clone();
+    expected.before.clear();
+    assert_eq!(back, expected);
+    let err = output::load("plan.json", "{\"kind\": \"List\"}").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("plan.json: not a plan saved by"),
+        "{err}"
+    );
+}
