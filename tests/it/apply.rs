@@ -968,3 +968,22 @@ fn the_readme_quick_start_runs_the_whole_pipeline_on_the_embedded_cluster() {
         "{table}"
     );
 }
+
+#[tokio::test]
+async fn without_a_terminal_apply_asks_for_auto_approve_and_changes_nothing() {
+    let env = Env::new().await;
+    let fleet = env.fleet(false, &vm_doc("db", 2, "4Gi", SYSTEM_DISK));
+    let args = vec![
+        "apply".to_string(),
+        fleet.display().to_string(),
+        "--kubeconfig".into(),
+        env.kubeconfig.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || run(&args))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pass --auto-approve"), "{err}");
+    assert!(env.get(VM, "db").await.is_none());
+}
