@@ -347,9 +347,10 @@ impl<R: Reconciler> Loop<R> {
         }
     }
 
-    /// `checkout` is now the revision in force.
+    /// `checkout` is now the revision in force. The last rejected revision stays remembered:
+    /// a drift reconcile of the revision in force must not make the next poll validate (and
+    /// reject, and report) the same bad commit again.
     fn accept(&mut self, checkout: &Checkout) {
-        self.rejected = None;
         self.shared.metrics.set_revision(&checkout.revision);
         {
             let mut status = self
