@@ -6,6 +6,7 @@ mod apply;
 mod bad_input;
 mod cli;
 mod daemon;
+mod daemon_e2e;
 mod daemon_git;
 mod deploy;
 mod examples;
