@@ -163,9 +163,7 @@ pub fn event_manifest(event: &StepEvent, uid: Option<String>, instance: &str, se
     let nanos = u64::try_from(now.as_nanosecond()).unwrap_or_default();
     let (api_version, kind) = match event.target.kind {
         Kind::VirtualMachine => ("kubevirt.io/v1", "VirtualMachine"),
-        Kind::NetworkAttachmentDefinition => {
-            ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")
-        }
+        Kind::NetworkAttachmentDefinition => ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"),
     };
     Event {
         metadata: ObjectMeta {
@@ -221,8 +219,11 @@ mod tests {
         let done = StepResult::done(&step(Change::Disk), "PVC db-data has 30Gi");
         let e = StepEvent::of(&done, "abc").unwrap();
         assert_eq!((e.reason, e.kind), (REASON_DONE, "Normal"));
-        assert_eq!(e.message, "disk data (live, revision abc): PVC db-data has 30Gi");
-        let failed = StepResult::failed(&step(Change::Cpu), &"x".repeat(5000));
+        assert_eq!(
+            e.message,
+            "disk data (live, revision abc): PVC db-data has 30Gi"
+        );
+        let failed = StepResult::failed(&step(Change::Cpu), "x".repeat(5000));
         let e = StepEvent::of(&failed, "abc").unwrap();
         assert_eq!((e.reason, e.kind), (REASON_FAILED, "Warning"));
         assert_eq!(e.message.len(), MAX_MESSAGE);

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, watch};
+use tracing::Instrument as _;
 
 use crate::apply::report::what;
 use crate::apply::{self, Cluster, Event, Report, StepResult, StopSignal, Timeouts};
@@ -184,11 +185,13 @@ impl Pipeline {
         // The options (and the progress closure, which holds a sender of the Events) are
         // dropped there when it ends, so the Event writer ends too.
         let handle = tokio::runtime::Handle::current();
+        let span = tracing::Span::current();
         let (owned_cluster, owned_plan) = (cluster.clone(), plan.clone());
         let report = tokio::task::spawn_blocking(move || {
-            handle.block_on(async move {
-                apply::execute(&owned_cluster, &owned_plan, &options).await
-            })
+            handle.block_on(
+                async move { apply::execute(&owned_cluster, &owned_plan, &options).await }
+                    .instrument(span),
+            )
         })
         .await
         .unwrap_or_else(|e| {

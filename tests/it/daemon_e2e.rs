@@ -186,7 +186,9 @@ impl Sim {
             field_manager: Some("kubectl".into()),
             ..PatchParams::default()
         };
-        api.patch(name, &params, &Patch::Merge(patch)).await.unwrap();
+        api.patch(name, &params, &Patch::Merge(patch))
+            .await
+            .unwrap();
     }
 
     /// Whether every VM in `names` exists and runs.
@@ -286,7 +288,13 @@ impl Daemon {
             .collect()
     }
 
-    async fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
         request(self.addr, method, path, headers, body).await
     }
 
@@ -310,8 +318,7 @@ impl Daemon {
             } else {
                 Err(format!(
                     "{sync} errors {} apply {}",
-                    s["errors"],
-                    s["lastApply"]["summary"]
+                    s["errors"], s["lastApply"]["summary"]
                 ))
             }
         })
@@ -339,7 +346,13 @@ impl Daemon {
     /// Send SIGTERM and wait for the exit code.
     async fn terminate(mut self) -> (i32, Vec<Value>) {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         let code = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -391,7 +404,9 @@ async fn request(
     let body = body.to_vec();
     let raw = tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         stream.write_all(head.as_bytes()).unwrap();
         stream.write_all(&body).unwrap();
         let mut raw = Vec::new();
@@ -403,7 +418,10 @@ async fn request(
     let text = String::from_utf8(raw).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -525,9 +543,7 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
         scrape
             .samples
             .iter()
-            .find(|s| {
-                s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
-            })
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
             .map(|s| match s.value {
                 prometheus_parse::Value::Counter(n)
                 | prometheus_parse::Value::Gauge(n)
@@ -594,9 +610,18 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
 
     // 3. Invalid YAML: rejected with the file, the last good revision stays, nothing is
     // written (the drift timer only re-plans the good one).
-    let writes_before = sim.server.audit().iter().filter(|e| is_fleet_write(e)).count();
+    let writes_before = sim
+        .server
+        .audit()
+        .iter()
+        .filter(|e| is_fleet_write(e))
+        .count();
     let c3 = repo.push(
-        &[("web.yaml", &web3), ("db.yaml", "spec: [unclosed"), ("etl.yaml", &etl2)],
+        &[
+            ("web.yaml", &web3),
+            ("db.yaml", "spec: [unclosed"),
+            ("etl.yaml", &etl2),
+        ],
         "broken",
     );
     eventually("the broken commit rejected", || async {
@@ -619,7 +644,12 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
     let drift_runs = daemon.logs("apply finished").len();
     // Two drift intervals: the good revision is reconciled again, and finds nothing to do.
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    let writes_after = sim.server.audit().iter().filter(|e| is_fleet_write(e)).count();
+    let writes_after = sim
+        .server
+        .audit()
+        .iter()
+        .filter(|e| is_fleet_write(e))
+        .count();
     assert_eq!(writes_before, writes_after, "nothing is written");
     assert_eq!(daemon.logs("apply finished").len(), drift_runs);
     assert_eq!(daemon.status().await["lastSync"]["revision"], c2.as_str());
@@ -639,7 +669,9 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
         let vm = sim.get(VM, "db").unwrap();
         let vmi = sim.get(VMI, "db");
         let sockets = &vm["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"];
-        let running = vmi.as_ref().map(|v| v["status"]["currentCPUTopology"]["sockets"].clone());
+        let running = vmi
+            .as_ref()
+            .map(|v| v["status"]["currentCPUTopology"]["sockets"].clone());
         if *sockets == json!(2) && running == Some(json!(2)) && daemon.drift().await == Some(0.0) {
             Ok(())
         } else {
@@ -658,7 +690,11 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
     // 5. Scale in, unplug the NIC, resume: deletes (disks kept), network garbage, unpause.
     let web1 = set(1);
     let c4 = repo.push(
-        &[("web.yaml", &web1), ("db.yaml", &db2.replace(NIC, "")), ("etl.yaml", &etl)],
+        &[
+            ("web.yaml", &web1),
+            ("db.yaml", &db2.replace(NIC, "")),
+            ("etl.yaml", &etl),
+        ],
         "scale in, unplug, resume",
     );
     let status = daemon.converged(&c4).await;
@@ -716,5 +752,350 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
         unused.is_empty(),
         "deploy/ grants calls a full run never made: {unused:?}\nmade: {made:#?}"
     );
+    sim.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_applies_a_push_at_once() {
+    let sim = Sim::start(Config::fast()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let c1 = repo.push(
+        &[("solo.yaml", &vm("solo", 1, "2Gi", SYSTEM_DISK, ""))],
+        "one VM",
+    );
+    // Polls and drift reconciles an hour apart: only the webhook can bring the push in.
+    let daemon = Daemon::start(
+        &sim,
+        repo.path(),
+        &tmp.path().join("cache"),
+        &["--interval", "1h", "--drift-interval", "1h"],
+    )
+    .await;
+    daemon.converged(&c1).await;
+    let c2 = repo.push(
+        &[("solo.yaml", &vm("solo", 2, "2Gi", SYSTEM_DISK, ""))],
+        "two CPUs",
+    );
+
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let wrong = webhook::sign(b"not the secret", body);
+    let (code, _) = daemon
+        .http(
+            "POST",
+            "/hooks/git",
+            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &wrong)],
+            body,
+        )
+        .await;
+    assert_eq!(code, 401);
+    let (code, _) = daemon
+        .http("POST", "/hooks/git", &[("X-GitHub-Event", "push")], body)
+        .await;
+    assert_eq!(code, 401, "unsigned");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        daemon.status().await["revision"],
+        c1.as_str(),
+        "nothing triggered"
+    );
+
+    let signed = webhook::sign(SECRET.as_bytes(), body);
+    let sent = Instant::now();
+    let (code, _) = daemon
+        .http(
+            "POST",
+            "/hooks/git",
+            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signed)],
+            body,
+        )
+        .await;
+    assert_eq!(code, 202);
+    daemon.converged(&c2).await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        sent.elapsed()
+    );
+    let vmi = sim.get(VMI, "solo").unwrap();
+    assert_eq!(vmi["status"]["currentCPUTopology"]["sockets"], 2);
+    let (code, _) = daemon.terminate().await;
+    assert_eq!(code, 0);
+    sim.server.shutdown().await.unwrap();
+}
+
+/// The identity in the Lease of the daemon that leads, from its `/status`.
+async fn leader_of<'a>(daemons: &'a [&'a Daemon]) -> Result<usize, String> {
+    let mut leaders = Vec::new();
+    let mut seen = Vec::new();
+    for (i, d) in daemons.iter().enumerate() {
+        let s = d.status().await;
+        seen.push(s["leader"].clone());
+        if s["leader"] == true {
+            leaders.push(i);
+        }
+    }
+    match leaders[..] {
+        [one] => Ok(one),
+        _ => Err(format!("leaders: {seen:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_only_the_lease_holder_applies_and_the_other_takes_over() {
+    let sim = Sim::start(Config::fast()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let c1 = repo.push(
+        &[
+            ("a.yaml", &vm("a", 1, "2Gi", SYSTEM_DISK, "")),
+            ("b.yaml", &vm("b", 1, "2Gi", SYSTEM_DISK, "")),
+        ],
+        "two VMs",
+    );
+    let replica = |identity: &'static str| {
+        [
+            "--interval",
+            "300ms",
+            "--drift-interval",
+            "1h",
+            "--leader-election",
+            "--lease-namespace",
+            LEASE_NS,
+            "--lease-identity",
+            identity,
+            "--lease-duration",
+            "2s",
+        ]
+    };
+    let one = Daemon::start(
+        &sim,
+        repo.path(),
+        &tmp.path().join("cache-1"),
+        &replica("one"),
+    )
+    .await;
+    let two = Daemon::start(
+        &sim,
+        repo.path(),
+        &tmp.path().join("cache-2"),
+        &replica("two"),
+    )
+    .await;
+    let names = ["one", "two"];
+    let leader = eventually("one leader", || async { leader_of(&[&one, &two]).await }).await;
+    let (lead, follow) = if leader == 0 {
+        (&one, &two)
+    } else {
+        (&two, &one)
+    };
+    lead.converged(&c1).await;
+    assert_eq!(sim.lease_holder().as_deref(), Some(names[leader]));
+    // The follower planned the same revision and applied nothing.
+    eventually("the follower planned", || async {
+        let s = follow.status().await;
+        if s["lastSync"]["revision"] == c1.as_str() && s["lastPlan"].is_object() {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let s = follow.status().await;
+    assert_eq!(s["leader"], false);
+    assert!(s["lastApply"].is_null(), "{s:#}");
+    assert!(
+        follow.logs("step started").is_empty(),
+        "the follower started no step"
+    );
+    assert!(!lead.logs("step started").is_empty());
+    // Every Event was written by the leader: it alone carried out steps.
+    let instances: BTreeSet<String> = sim
+        .events()
+        .iter()
+        .map(|e| e["reportingInstance"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(instances, [names[leader].to_owned()].into());
+
+    // The leader stops (SIGTERM): it releases the Lease, the other takes over and applies the
+    // next push.
+    let (lead, follow, follower_name) = if leader == 0 {
+        (one, two, names[1])
+    } else {
+        (two, one, names[0])
+    };
+    let (code, _) = lead.terminate().await;
+    assert_eq!(code, 0);
+    eventually("the standby leads", || async {
+        match (
+            follow.status().await["leader"].as_bool(),
+            sim.lease_holder(),
+        ) {
+            (Some(true), Some(h)) if h == follower_name => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let c2 = repo.push(
+        &[
+            ("a.yaml", &vm("a", 2, "2Gi", SYSTEM_DISK, "")),
+            ("b.yaml", &vm("b", 1, "2Gi", SYSTEM_DISK, "")),
+        ],
+        "a gets two CPUs",
+    );
+    follow.converged(&c2).await;
+    assert!(
+        sim.events()
+            .iter()
+            .any(|e| e["reportingInstance"] == follower_name && e["involvedObject"]["name"] == "a"),
+        "the new leader applied"
+    );
+    let (code, _) = follow.terminate().await;
+    assert_eq!(code, 0);
+    sim.server.shutdown().await.unwrap();
+}
+
+/// A slower cluster (a VM takes about a second to come up) and a fleet of five VMs created
+/// one at a time: an apply lasts long enough to be interrupted.
+async fn slow_setup() -> (Sim, TempDir, Repo, String, [String; 5]) {
+    let sim = Sim::start(Config {
+        speed: 10.0,
+        ..Config::fast()
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let names = ["v0", "v1", "v2", "v3", "v4"].map(String::from);
+    let docs: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (format!("{n}.yaml"), vm(n, 1, "2Gi", SYSTEM_DISK, "")))
+        .collect();
+    let files: Vec<(&str, &str)> = docs.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let c1 = repo.push(&files, "five VMs");
+    (sim, tmp, repo, c1, names)
+}
+
+const SLOW_ARGS: &[&str] = &[
+    "--interval",
+    "1h",
+    "--drift-interval",
+    "1h",
+    "--max-parallel",
+    "1",
+];
+
+/// Log lines `message` about `object` (`vms/apps/NAME`).
+fn objects(logs: &[Value], message: &str) -> Vec<String> {
+    logs.iter()
+        .filter(|l| l["message"] == message)
+        .map(|l| l["object"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_apply_and_restarted_finishes_the_job() {
+    let (sim, tmp, repo, c1, names) = slow_setup().await;
+    let cache = tmp.path().join("cache");
+    let daemon = Daemon::start(&sim, repo.path(), &cache, SLOW_ARGS).await;
+    eventually("the apply under way", || async {
+        let finished = daemon.logs("step finished").len();
+        if finished >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{finished} steps finished"))
+        }
+    })
+    .await;
+    daemon.kill();
+    let existing = sim.names(VM).len();
+    assert!(
+        (1..names.len()).contains(&existing),
+        "killed mid-apply: {existing} of {} VMs",
+        names.len()
+    );
+
+    let daemon = Daemon::start(&sim, repo.path(), &cache, SLOW_ARGS).await;
+    daemon.converged(&c1).await;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    sim.running(&refs).unwrap();
+    let created: BTreeSet<String> = objects(&daemon.logs.lock().unwrap(), "step finished")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        created.len(),
+        names.len() - existing,
+        "the restarted daemon created only what was missing: {created:?}"
+    );
+    let (code, _) = daemon.terminate().await;
+    assert_eq!(code, 0);
+    sim.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_step_in_flight_finish_starts_no_new_one_and_exits_0() {
+    let (sim, tmp, repo, _c1, names) = slow_setup().await;
+    let daemon = Daemon::start(&sim, repo.path(), &tmp.path().join("cache"), SLOW_ARGS).await;
+    // Wait for a step in flight: the second one started, not finished.
+    eventually("a step in flight", || async {
+        let started = daemon.logs("step started").len();
+        let finished = daemon.logs("step finished").len();
+        if started >= 2 && finished < started {
+            Ok(())
+        } else {
+            Err(format!("{started} started, {finished} finished"))
+        }
+    })
+    .await;
+    let (code, logs) = daemon.terminate().await;
+    assert_eq!(code, 0, "{logs:#?}");
+    let started = objects(&logs, "step started");
+    let finished: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["message"] == "step finished")
+        .collect();
+    assert!(
+        started.len() >= 2 && started.len() < names.len(),
+        "{started:?}"
+    );
+    assert_eq!(
+        finished.len(),
+        started.len(),
+        "every step started finished: {logs:#?}"
+    );
+    for f in &finished {
+        assert_eq!(f["outcome"], "done", "{f}");
+    }
+    let report = logs
+        .iter()
+        .find(|l| l["message"] == "apply finished")
+        .unwrap_or_else(|| panic!("no report: {logs:#?}"));
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert_eq!(report["done"], started.len() as u64, "{report}");
+    assert_eq!(
+        report["skipped"],
+        (names.len() - started.len()) as u64,
+        "{report}"
+    );
+    // No step started after the signal; the VM that was in flight is up.
+    let shutdown_at = logs
+        .iter()
+        .position(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shutting down"))
+        })
+        .unwrap();
+    assert!(
+        logs[shutdown_at..]
+            .iter()
+            .all(|l| l["message"] != "step started"),
+        "{logs:#?}"
+    );
+    assert_eq!(sim.names(VM).len(), started.len());
+    let in_flight: Vec<&str> = started
+        .iter()
+        .map(|o| o.rsplit('/').next().unwrap())
+        .collect();
+    sim.running(&in_flight).unwrap();
     sim.server.shutdown().await.unwrap();
 }
