@@ -156,15 +156,24 @@ impl Pipeline {
                 "step waiting"
             ),
             Event::Finished(result) => {
-                tracing::info!(
-                    object = %result.step.target,
-                    step = %what(&result.step),
-                    class = result.step.class.as_str(),
-                    outcome = result.outcome.as_str(),
-                    seconds = result.seconds,
-                    detail = %result.detail,
-                    "step finished"
-                );
+                macro_rules! finished {
+                    ($level:ident) => {
+                        tracing::$level!(
+                            object = %result.step.target,
+                            step = %what(&result.step),
+                            class = result.step.class.as_str(),
+                            outcome = result.outcome.as_str(),
+                            seconds = result.seconds,
+                            detail = %result.detail,
+                            "step finished"
+                        )
+                    };
+                }
+                if result.outcome == apply::Outcome::Failed {
+                    finished!(warn);
+                } else {
+                    finished!(info);
+                }
                 if let Some(sender) = &sender
                     && let Some(e) = super::events::StepEvent::of(result, &revision)
                 {
