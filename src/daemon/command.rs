@@ -107,6 +107,7 @@ pub struct DaemonArgs {
     /// The Lease's duration: how long a standby waits for a leader that died without
     /// releasing it. Renewed every third of it.
     #[arg(long, env = "WUKONG_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    // Keep in step with lease::DEFAULT_DURATION (a unit test checks).
     pub lease_duration: Duration,
     /// VMs changed at once (default: the fleet's maxParallel).
     #[arg(long, env = "WUKONG_MAX_PARALLEL")]
@@ -543,6 +544,35 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn operation_flags() {
+        let a = parse(&["--repo", "r"]);
+        assert_eq!(a.log_format, LogFormat::Text);
+        assert!(!a.leader_election && !a.no_events);
+        assert_eq!(a.lease_duration, lease::DEFAULT_DURATION);
+        let a = parse(&[
+            "--repo",
+            "r",
+            "--log-format",
+            "json",
+            "--leader-election",
+            "--lease-namespace",
+            "ops",
+            "--lease-duration",
+            "30s",
+            "--max-parallel",
+            "2",
+            "--step-timeout",
+            "10m",
+        ]);
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert!(a.leader_election);
+        assert_eq!(a.lease_namespace.as_deref(), Some("ops"));
+        assert_eq!(a.lease_duration, Duration::from_secs(30));
+        assert_eq!(a.max_parallel, Some(2));
+        assert_eq!(a.step_timeout, Some(Duration::from_secs(600)));
     }
 
     #[test]
