@@ -1,11 +1,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use wukong::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    wukong::cli::run(wukong::cli::Cli::parse())
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Daemon(args) => wukong::daemon::command::init_logging(args.log_format),
+        _ => tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    wukong::cli::run(cli)
 }

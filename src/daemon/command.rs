@@ -1,6 +1,8 @@
 //! `wukong daemon`: the command line (every flag also read from a `WUKONG_*` environment
-//! variable, so a ConfigMap configures it) and its wiring: Git source or watched directory,
-//! HTTP server, reconcile loop, and shutdown on SIGTERM or Ctrl-C.
+//! variable, so a ConfigMap configures it) and its wiring: logs, Git source or watched
+//! directory, HTTP server, leader election, reconcile loop, and a graceful shutdown on SIGTERM
+//! or Ctrl-C (the steps in flight finish, no new one starts, the Lease is released; a second
+//! signal quits at once).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,9 +15,10 @@ use tokio::sync::{mpsc, watch as tokio_watch};
 use super::git::{self, Auth, SecretSource, Selector, SshAuth};
 use super::http::{self, AppState};
 use super::metrics::Metrics;
-use super::pipeline::PlanOnly;
+use super::pipeline::{ApplySettings, Pipeline};
 use super::run::{self, Origin};
-use super::{status, watch};
+use super::{Trigger, lease, status, watch};
+use crate::apply::Timeouts;
 use crate::live::read::Connection;
 
 /// The arguments of `wukong daemon`.
@@ -86,6 +89,65 @@ pub struct DaemonArgs {
     /// Treat --repo as a local directory and reconcile it on every change (debounced).
     #[arg(long)]
     pub watch: bool,
+    /// Log format: `text` for people, `json` (one object per line) for log collectors. The
+    /// level is `info` unless RUST_LOG says otherwise.
+    #[arg(long, env = "WUKONG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Take the leader-election Lease before writing: of several replicas only the holder
+    /// applies, the others plan and stand by (deploy/ turns this on).
+    #[arg(long, env = "WUKONG_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the Lease (default: POD_NAMESPACE, then the kubeconfig's namespace).
+    #[arg(long, env = "WUKONG_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease and its Events (default: POD_NAME or the host
+    /// name, with a random suffix).
+    #[arg(long, env = "WUKONG_LEASE_IDENTITY")]
+    pub lease_identity: Option<String>,
+    /// The Lease's duration: how long a standby waits for a leader that died without
+    /// releasing it. Renewed every third of it.
+    #[arg(long, env = "WUKONG_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    // Keep in step with lease::DEFAULT_DURATION (a unit test checks).
+    pub lease_duration: Duration,
+    /// VMs changed at once (default: the fleet's maxParallel).
+    #[arg(long, env = "WUKONG_MAX_PARALLEL")]
+    pub max_parallel: Option<usize>,
+    /// Longest wait for any one step to show on the VM (default: per step kind, up to 15
+    /// minutes).
+    #[arg(long, env = "WUKONG_STEP_TIMEOUT", value_parser = parse_duration)]
+    pub step_timeout: Option<Duration>,
+    /// Write no Kubernetes Events on the VMs changed.
+    #[arg(long, env = "WUKONG_NO_EVENTS")]
+    pub no_events: bool,
+}
+
+/// The daemon's log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Install the daemon's log subscriber on stderr: `format`, level `info` unless RUST_LOG sets
+/// filters.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            builder.with_ansi(std::io::stderr().is_terminal()).init();
+        }
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Errors of starting the daemon.
@@ -112,11 +174,8 @@ pub enum Error {
     Runtime(std::io::Error),
     #[error("cannot wait for signals: {0}")]
     Signal(std::io::Error),
-    #[error(
-        "applying changes needs the plan executor (issue #5), which this build does not have; \
-         run with --plan-only"
-    )]
-    ApplyUnavailable,
+    #[error(transparent)]
+    Cluster(#[from] crate::live::read::Error),
     #[error("{0}")]
     Usage(String),
 }
@@ -203,6 +262,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     match run_daemon(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!(error = %e, "the daemon failed");
             eprintln!("error: {e}");
             ExitCode::from(crate::cli::EXIT_ERROR)
         }
@@ -210,9 +270,6 @@ pub fn run(args: DaemonArgs) -> ExitCode {
 }
 
 fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
-    if !args.plan_only {
-        return Err(Error::ApplyUnavailable);
-    }
     let origin = if args.watch {
         Origin::Directory(PathBuf::from(&args.repo))
     } else {
@@ -241,11 +298,18 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
         }
         None => None,
     };
+    let identity = args
+        .lease_identity
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(lease::default_identity);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async move {
+        // Listen for signals before anything else: a SIGTERM during start-up is graceful too.
+        let mut signals = Signals::install()?;
         let sim = if args.sim {
             Some(
                 crate::sim::Server::start(
@@ -281,7 +345,11 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
                 addr: args.listen,
                 source,
             })?;
+        let listen = listener.local_addr().unwrap_or(args.listen);
+        // `stop`: no new reconcile, and the apply in flight stops after its steps in flight.
         let (stop, stopped) = tokio_watch::channel(false);
+        // `done`: the loop has stopped; release the Lease and close the HTTP server.
+        let (done, finished) = tokio_watch::channel(false);
         let _watch = if args.watch {
             Some(watch::watch(
                 &PathBuf::from(&args.repo),
@@ -291,13 +359,49 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
         } else {
             None
         };
+
+        let (leader, lease_task) = if args.leader_election && !args.plan_only {
+            let client = connection.client().await?;
+            let namespace = args
+                .lease_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            let config = lease::Config {
+                namespace,
+                name: super::LEASE_NAME.to_owned(),
+                identity: identity.clone(),
+                duration: args.lease_duration,
+            };
+            tracing::info!(namespace = %config.namespace, lease = %config.name, identity = %config.identity, "leader election on");
+            let (leading, leader) = tokio_watch::channel(false);
+            status
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .leader = Some(false);
+            tokio::spawn(follow_leadership(
+                leader.clone(),
+                Arc::clone(&status),
+                triggers.clone(),
+            ));
+            let task = tokio::spawn(lease::run(
+                lease::Elector::new(client, config),
+                leading,
+                finished.clone(),
+            ));
+            (Some(leader), Some(task))
+        } else {
+            (None, None)
+        };
+
         let router = http::router(AppState {
             status: Arc::clone(&status),
             metrics: Arc::clone(&metrics),
             webhook_secret,
             triggers,
         });
-        let mut server_stop = stopped.clone();
+        let mut server_stop = finished.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -305,10 +409,21 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
                 })
                 .await
         });
-        tracing::info!(listen = %args.listen, repo = %args.repo, "daemon started");
+        tracing::info!(listen = %listen, repo = %args.repo, plan_only = args.plan_only, identity = %identity, "daemon started");
+        let pipeline = Pipeline::new(
+            connection,
+            ApplySettings {
+                max_parallel: args.max_parallel,
+                timeouts: args.step_timeout.map(Timeouts::all).unwrap_or_default(),
+                events: !args.no_events,
+                instance: identity.clone(),
+            },
+            stopped.clone(),
+            leader,
+        );
         let reconcile = tokio::spawn(run::run(
             origin,
-            PlanOnly { connection },
+            pipeline,
             run::Options {
                 interval: args.interval,
                 drift_interval: args.drift_interval,
@@ -320,32 +435,86 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
             received,
             stopped,
         ));
-        let signal = shutdown_signal().await;
-        tracing::info!("shutting down: the reconcile in flight finishes, no new one starts");
+        let signal = signals.next().await;
+        tracing::info!(
+            "shutting down: the steps in flight finish, no new one starts (signal again to quit at once)"
+        );
         stop.send_replace(true);
+        tokio::spawn(async move {
+            if signals.next().await.is_ok() {
+                tracing::warn!("second signal: quitting at once");
+                std::process::exit(130);
+            }
+        });
         let _ = reconcile.await;
+        done.send_replace(true);
+        if let Some(task) = lease_task {
+            let _ = task.await;
+        }
         let _ = server.await;
         if let Some(server) = sim {
             server.shutdown().await?;
         }
+        tracing::info!("daemon stopped");
         signal
     })
 }
 
-/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
-async fn shutdown_signal() -> Result<(), Error> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(Error::Signal)?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(Error::Signal),
-            _ = term.recv() => Ok(()),
+/// Mirror the election's result into `/status`, and reconcile at once when this replica
+/// becomes the leader (it only planned until then).
+async fn follow_leadership(
+    mut leader: tokio_watch::Receiver<bool>,
+    status: status::SharedStatus,
+    triggers: mpsc::Sender<Trigger>,
+) {
+    while leader.changed().await.is_ok() {
+        let held = *leader.borrow_and_update();
+        status
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .leader = Some(held);
+        if held && triggers.send(Trigger::Elected).await.is_err() {
+            return;
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map_err(Error::Signal)
+}
+
+/// SIGTERM (Kubernetes stopping the pod), SIGINT or Ctrl-C, listened for from the start.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, Error> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).map_err(Error::Signal)?,
+                interrupt: signal(SignalKind::interrupt()).map_err(Error::Signal)?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
+        }
+    }
+
+    async fn next(&mut self) -> Result<(), Error> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => Ok(()),
+                _ = self.interrupt.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.map_err(Error::Signal)
+        }
     }
 }
 
@@ -375,6 +544,35 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn operation_flags() {
+        let a = parse(&["--repo", "r"]);
+        assert_eq!(a.log_format, LogFormat::Text);
+        assert!(!a.leader_election && !a.no_events);
+        assert_eq!(a.lease_duration, lease::DEFAULT_DURATION);
+        let a = parse(&[
+            "--repo",
+            "r",
+            "--log-format",
+            "json",
+            "--leader-election",
+            "--lease-namespace",
+            "ops",
+            "--lease-duration",
+            "30s",
+            "--max-parallel",
+            "2",
+            "--step-timeout",
+            "10m",
+        ]);
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert!(a.leader_election);
+        assert_eq!(a.lease_namespace.as_deref(), Some("ops"));
+        assert_eq!(a.lease_duration, Duration::from_secs(30));
+        assert_eq!(a.max_parallel, Some(2));
+        assert_eq!(a.step_timeout, Some(Duration::from_secs(600)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | `wukong_reconciles_total` | counter | `result`: success, failed, rejected |
 //! | `wukong_reconcile_duration_seconds` | histogram | `result` |
-//! | `wukong_steps_total` | counter | `class` (the plan's step class), `result` |
+//! | `wukong_steps_total` | counter | `class` (the plan's step class), `result`: done, failed, skipped (interrupted or halted) |
 //! | `wukong_drift_vms` | gauge | VMs whose live state differs from the fleet |
 //! | `wukong_last_successful_sync_timestamp_seconds` | gauge | Unix time of the last good reconcile |
 //! | `wukong_git_fetch_errors_total` | counter | |
@@ -162,7 +162,7 @@ impl Metrics {
     }
 
     /// Count a carried-out step of class `class` (`create`, `live`, `restart`, …) that ended
-    /// with `result` (`ok`, `failed`, …).
+    /// with `result` (`done`, `failed`, `skipped`).
     pub fn step(&self, class: &str, result: &str) {
         self.steps
             .get_or_create(&StepLabels {

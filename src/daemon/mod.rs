@@ -10,15 +10,19 @@
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/status`, `POST /hooks/git`;
 //! - [`rbac`]: a checker of Kubernetes RBAC rules, to prove `deploy/` grants what Wukong calls;
 //! - [`run`]: the loop that ties them together around a [`Reconciler`];
-//! - [`pipeline`]: the plan-only [`Reconciler`] (render, read live, plan) until the executor
-//!   lands; [`command`]: `wukong daemon`'s flags and wiring.
+//! - [`pipeline`]: the [`Reconciler`] (render, read live, plan, apply with the executor and
+//!   re-plan after conflicts); [`events`]: Kubernetes Events on the objects it changes;
+//! - [`lease`]: leader election with a Lease, so that of several replicas one writes;
+//! - [`command`]: `wukong daemon`'s flags and wiring (logs, signals, shutdown).
 //!
 //! The daemon is a shell: rendering, planning and applying stay in their modules and reach it
 //! only through [`Reconciler`].
 
 pub mod command;
+pub mod events;
 pub mod git;
 pub mod http;
+pub mod lease;
 pub mod metrics;
 pub mod pipeline;
 pub mod rbac;
@@ -45,4 +49,7 @@ pub enum Trigger {
     LocalChange,
     /// The drift timer: reconcile the revision in force again to undo changes made by hand.
     Drift,
+    /// This replica just took the leader-election Lease: reconcile the revision in force,
+    /// which until now it only planned.
+    Elected,
 }

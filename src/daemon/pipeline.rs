@@ -1,40 +1,294 @@
-//! The [`Reconciler`] the daemon runs until the executor lands: load and render the fleet,
-//! read the live state, plan, and report the plan and the drift. Applying is the executor's
-//! (issue #5); asked to apply, it fails with a message saying so.
+//! The daemon's [`Reconciler`]: load and render the fleet, read the live state, plan, and —
+//! when applying and leading — carry the plan out with the executor, re-reading and re-planning
+//! after a conflict (as `wukong apply` does, up to [`MAX_ROUNDS`]). The outcome holds the plan,
+//! the apply report, the drift left after the apply, every step's class and result, and the
+//! VMs' and sets' state read after the apply.
 //!
-//! Depends on the pipeline's modules ([`crate::fleet`] through [`crate::plan`]) and on
-//! [`crate::cli::load_and_render`], the one function that loads, renders and schema-checks.
+//! Writes only while allowed: not in plan-only mode, not while another replica holds the
+//! leader-election Lease. A shutdown request or the loss of the Lease stops an apply the way
+//! Ctrl-C stops `wukong apply`: the steps in flight finish, no new one starts.
+//!
+//! Depends on the pipeline's modules ([`crate::fleet`] through [`crate::apply`]), on
+//! [`crate::cli::load_and_render`] (the one function that loads, renders and schema-checks),
+//! and on [`super::events`] for the Events it writes on the objects it changes.
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
+use serde_json::{Value, json};
+use tokio::sync::{OnceCell, watch};
+use tracing::Instrument as _;
+
+use crate::apply::report::what;
+use crate::apply::{self, Cluster, Event, Report, StepResult, StopSignal, Timeouts};
+use crate::fleet::Fleet;
 use crate::identity::Kind;
+use crate::live::LiveState;
 use crate::live::read::{Connection, Scope};
-use crate::plan::{self, output};
+use crate::plan::{self, Plan, output};
 
+use super::events::Recorder;
 use super::run::{Outcome, ReconcileError, Reconciler};
 use super::status;
 
-/// Plans against the cluster `connection` points at; never writes.
-#[derive(Debug, Clone)]
-pub struct PlanOnly {
-    pub connection: Connection,
+/// How many times a reconcile re-reads the cluster and re-plans after a 409 conflict.
+pub const MAX_ROUNDS: usize = 3;
+
+/// How long a reconcile waits for its Events to be written before it reports.
+const EVENTS_FLUSH: Duration = Duration::from_secs(10);
+
+/// How the executor runs.
+#[derive(Debug, Clone, Default)]
+pub struct ApplySettings {
+    /// VMs changed at once (default: the fleet's `maxParallel`).
+    pub max_parallel: Option<usize>,
+    /// Per-step timeouts.
+    pub timeouts: Timeouts,
+    /// Write Kubernetes Events on the objects changed.
+    pub events: bool,
+    /// `reportingInstance` of the Events (the replica's identity).
+    pub instance: String,
 }
 
-impl Reconciler for PlanOnly {
+/// Plans against the cluster `connection` points at and, when asked to and allowed, applies.
+pub struct Pipeline {
+    connection: Connection,
+    settings: ApplySettings,
+    /// Turns true on shutdown.
+    shutdown: watch::Receiver<bool>,
+    /// Whether this replica holds the Lease; `None` without leader election (always writes).
+    leader: Option<watch::Receiver<bool>>,
+    client: OnceCell<kube::Client>,
+}
+
+impl Pipeline {
+    pub fn new(
+        connection: Connection,
+        settings: ApplySettings,
+        shutdown: watch::Receiver<bool>,
+        leader: Option<watch::Receiver<bool>>,
+    ) -> Pipeline {
+        Pipeline {
+            connection,
+            settings,
+            shutdown,
+            leader,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// A pipeline that only plans (no shutdown or leader to watch).
+    pub fn plan_only(connection: Connection) -> Pipeline {
+        // The sender is dropped at once: the receiver keeps reading `false`.
+        let (_, shutdown) = watch::channel(false);
+        Pipeline::new(connection, ApplySettings::default(), shutdown, None)
+    }
+
+    async fn client(&self) -> Result<kube::Client, ReconcileError> {
+        self.client
+            .get_or_try_init(|| self.connection.client())
+            .await
+            .cloned()
+            .map_err(|e| ReconcileError::Failed(e.to_string()))
+    }
+
+    fn leading(&self) -> bool {
+        self.leader.as_ref().is_none_or(|l| *l.borrow())
+    }
+
+    /// A stop signal for one apply, requested on shutdown or when the Lease is lost.
+    fn stop_signal(&self) -> (StopSignal, tokio::task::JoinHandle<()>) {
+        let stop = StopSignal::default();
+        let mut shutdown = self.shutdown.clone();
+        let mut leader = self.leader.clone();
+        let signal = stop.clone();
+        let task = tokio::spawn(async move {
+            let lost = async {
+                match leader.as_mut() {
+                    Some(l) => {
+                        let _ = l.wait_for(|held| !*held).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let shut = async {
+                // A dropped sender (a plan-only pipeline) never asks to stop.
+                if shutdown.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = shut => tracing::info!("shutdown: the steps in flight finish, no new one starts"),
+                () = lost => tracing::warn!("the Lease was lost: the steps in flight finish, no new one starts"),
+            }
+            signal.request();
+        });
+        (stop, task)
+    }
+
+    async fn read(&self, client: &kube::Client, fleet: &Fleet) -> Result<LiveState, String> {
+        crate::live::read::read(client, &scope(fleet))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Execute `plan`, writing Events and logging every step.
+    async fn execute(&self, cluster: &Cluster, plan: &Plan) -> Report {
+        let events = self
+            .settings
+            .events
+            .then(|| Recorder::start(cluster.clone(), self.settings.instance.clone()));
+        let sender = events.as_ref().map(Recorder::sender);
+        let revision = plan.revision.clone();
+        let progress: apply::Progress = Arc::new(move |event: &Event<'_>| match event {
+            Event::Started(step) => tracing::info!(
+                object = %step.target,
+                step = %what(step),
+                class = step.class.as_str(),
+                "step started"
+            ),
+            Event::Waiting(step, why) => tracing::debug!(
+                object = %step.target,
+                step = %what(step),
+                waiting_for = %why,
+                "step waiting"
+            ),
+            Event::Finished(result) => {
+                macro_rules! finished {
+                    ($level:ident) => {
+                        tracing::$level!(
+                            object = %result.step.target,
+                            step = %what(&result.step),
+                            class = result.step.class.as_str(),
+                            outcome = result.outcome.as_str(),
+                            seconds = result.seconds,
+                            detail = %result.detail,
+                            "step finished"
+                        )
+                    };
+                }
+                if result.outcome == apply::Outcome::Failed {
+                    finished!(warn);
+                } else {
+                    finished!(info);
+                }
+                if let Some(sender) = &sender
+                    && let Some(e) = super::events::StepEvent::of(result, &revision)
+                {
+                    let _ = sender.send(e);
+                }
+            }
+        });
+        let (stop, guard) = self.stop_signal();
+        let options = apply::Options {
+            max_parallel: self.settings.max_parallel,
+            timeouts: self.settings.timeouts,
+            stop,
+            progress: Some(progress),
+            ..apply::Options::default()
+        };
+        // The executor's future is not `Send` (it keeps boxed local futures across awaits),
+        // and a reconcile must be: it runs on a thread of its own, driven by this runtime.
+        // The options (and the progress closure, which holds a sender of the Events) are
+        // dropped there when it ends, so the Event writer ends too.
+        let handle = tokio::runtime::Handle::current();
+        let span = tracing::Span::current();
+        let (owned_cluster, owned_plan) = (cluster.clone(), plan.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            handle.block_on(
+                async move { apply::execute(&owned_cluster, &owned_plan, &options).await }
+                    .instrument(span),
+            )
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let why = format!("the executor task failed: {e}");
+            let results = plan
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, step)| (i, StepResult::failed(step, why.clone())))
+                .collect();
+            Report::new(plan, results, false)
+        });
+        guard.abort();
+        if let Some(events) = events {
+            events.finish(EVENTS_FLUSH).await;
+        }
+        tracing::info!(
+            revision = %report.revision,
+            done = report.count(apply::Outcome::Done),
+            failed = report.count(apply::Outcome::Failed),
+            skipped = report.count(apply::Outcome::Skipped),
+            interrupted = report.interrupted,
+            succeeded = report.succeeded(),
+            "apply finished"
+        );
+        report
+    }
+}
+
+/// The namespaces a fleet reads: its allowlist, or all of them.
+fn scope(fleet: &Fleet) -> Scope {
+    if fleet.settings.namespaces.is_empty() {
+        Scope::All
+    } else {
+        Scope::Namespaces(fleet.settings.namespaces.iter().cloned().collect())
+    }
+}
+
+/// VMs with any step left: live state that differs from the fleet.
+fn drift(plan: &Plan) -> usize {
+    plan.steps
+        .iter()
+        .filter(|s| s.target.kind == Kind::VirtualMachine)
+        .map(|s| &s.target)
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+/// Why an apply did not succeed, in one line.
+fn failure(report: &Report) -> Option<String> {
+    if report.succeeded() {
+        return None;
+    }
+    let failed: Vec<String> = report
+        .targets()
+        .into_iter()
+        .filter(|(_, t)| t.outcome == apply::Outcome::Failed)
+        .take(5)
+        .map(|(target, t)| format!("{target}: {}", t.reason.unwrap_or_default()))
+        .collect();
+    let mut message = report.summary_line();
+    if report.interrupted {
+        message = format!("{message}; stopped by a shutdown or the loss of the Lease");
+    }
+    if !failed.is_empty() {
+        message = format!("{message}; {}", failed.join("; "));
+    }
+    Some(message)
+}
+
+/// The apply report of `reports` (one per round): the last one, with the earlier rounds.
+fn apply_json(reports: &[Report]) -> Option<Value> {
+    let (last, earlier) = reports.split_last()?;
+    let mut doc = last.json();
+    doc["rounds"] = json!(reports.len());
+    if !earlier.is_empty() {
+        doc["earlierRounds"] = Value::Array(earlier.iter().map(Report::json).collect());
+    }
+    Some(doc)
+}
+
+impl Reconciler for Pipeline {
     async fn reconcile(
         &self,
         fleet_root: &Path,
         revision: &str,
         apply: bool,
     ) -> Result<Outcome, ReconcileError> {
-        if apply {
-            return Err(ReconcileError::Failed(
-                "applying needs the plan executor (issue #5), which this build does not have; \
-                 run the daemon with --plan-only"
-                    .into(),
-            ));
-        }
         let root = fleet_root.to_owned();
         let rev = revision.to_owned();
         let (fleet, objects) =
@@ -42,34 +296,69 @@ impl Reconciler for PlanOnly {
                 .await
                 .map_err(|e| ReconcileError::Failed(format!("the render task failed: {e}")))?
                 .map_err(|e| ReconcileError::Rejected(e.to_string()))?;
-        let client = self
-            .connection
-            .client()
+        let client = self.client().await?;
+        let mut live = self
+            .read(&client, &fleet)
             .await
-            .map_err(|e| ReconcileError::Failed(e.to_string()))?;
-        let scope = if fleet.settings.namespaces.is_empty() {
-            Scope::All
-        } else {
-            Scope::Namespaces(fleet.settings.namespaces.iter().cloned().collect())
-        };
-        let live = crate::live::read::read(&client, &scope)
-            .await
-            .map_err(|e| ReconcileError::Failed(e.to_string()))?;
-        let plan = plan::plan(&fleet, &objects, &live, revision);
-        let drifted: BTreeSet<_> = plan
-            .steps
+            .map_err(ReconcileError::Failed)?;
+        let mut plan = plan::plan(&fleet, &objects, &live, revision);
+        let planned = output::json(&plan);
+        let writes = apply && self.leading();
+        if apply && !writes {
+            tracing::info!("not the leader: planning only");
+        }
+        let mut reports: Vec<Report> = Vec::new();
+        let mut error = None;
+        if writes {
+            let cluster = Cluster::new(client.clone());
+            for round in 1..=MAX_ROUNDS {
+                if !plan.has_changes() {
+                    break;
+                }
+                if round > 1 {
+                    tracing::info!(round, "re-planning after a conflict");
+                }
+                let report = self.execute(&cluster, &plan).await;
+                let again = report.conflicted() && !report.interrupted && round < MAX_ROUNDS;
+                reports.push(report);
+                match self.read(&client, &fleet).await {
+                    Ok(after) => {
+                        live = after;
+                        plan = plan::plan(&fleet, &objects, &live, revision);
+                    }
+                    Err(e) => {
+                        error = Some(format!("cannot read the cluster after the apply: {e}"));
+                        break;
+                    }
+                }
+                if !again {
+                    break;
+                }
+            }
+        }
+        if error.is_none() {
+            error = reports.last().and_then(failure);
+        }
+        let steps = reports
             .iter()
-            .filter(|s| s.target.kind == Kind::VirtualMachine)
-            .map(|s| &s.target)
+            .flat_map(|r| &r.steps)
+            .filter(|r| r.step.acts())
+            .map(|r| {
+                (
+                    r.step.class.as_str().to_owned(),
+                    r.outcome.as_str().to_owned(),
+                )
+            })
             .collect();
         let (vms, sets) = status::observe(&fleet, &live);
         Ok(Outcome {
-            plan: Some(output::json(&plan)),
-            apply: None,
-            drift_vms: drifted.len(),
-            steps: Vec::new(),
+            plan: Some(planned),
+            apply: apply_json(&reports),
+            drift_vms: drift(&plan),
+            steps,
             vms,
             sets,
+            error,
         })
     }
 }

@@ -35,7 +35,8 @@ pub const DIRECTORY_REVISION: &str = "working-tree";
 pub struct Outcome {
     /// The plan, as `wukong plan -o json` prints it.
     pub plan: Option<Value>,
-    /// The apply report (`None` in plan-only mode).
+    /// The apply report (`None` when nothing was applied: plan-only mode, not the leader, or
+    /// nothing to do; `/status` then keeps the last one).
     pub apply: Option<Value>,
     /// VMs whose live state differs from the fleet (after the apply, if any).
     pub drift_vms: usize,
@@ -43,6 +44,9 @@ pub struct Outcome {
     pub steps: Vec<(String, String)>,
     pub vms: Vec<VmState>,
     pub sets: Vec<SetState>,
+    /// Why the reconcile ran but did not succeed (a step failed, the apply was interrupted):
+    /// counted and reported as failed, with everything above still recorded.
+    pub error: Option<String>,
 }
 
 /// Why a reconcile did not succeed.
@@ -165,7 +169,7 @@ pub async fn run<R: Reconciler>(
         };
         tracing::debug!(?trigger, "woken");
         match trigger {
-            Trigger::Drift => {
+            Trigger::Drift | Trigger::Elected => {
                 next_drift = tokio::time::Instant::now() + state.options.drift_interval;
                 if let Some(c) = state.in_force.clone() {
                     state.reconcile(&c).await;
@@ -260,7 +264,9 @@ impl<R: Reconciler> Loop<R> {
             .as_ref()
             .is_some_and(|c| c.revision == checkout.revision);
         let rejected_before = self.rejected.as_deref() == Some(checkout.revision.as_str());
-        let new = directory || !(unchanged || rejected_before);
+        // The first sync after a start reconciles even a revision already in force (restored
+        // from the cache): a daemon killed mid-apply finishes the job when it comes back.
+        let new = directory || self.reconciles == 0 || !(unchanged || rejected_before);
         if new {
             tracing::info!(revision = %checkout.revision, ?trigger, "new revision");
             self.reconcile(&checkout).await;
@@ -287,6 +293,7 @@ impl<R: Reconciler> Loop<R> {
             .await;
         let duration = started.elapsed();
         let kind = match &result {
+            Ok(o) if o.error.is_some() => ReconcileResult::Failed,
             Ok(_) => ReconcileResult::Success,
             Err(ReconcileError::Rejected(_)) => ReconcileResult::Rejected,
             Err(ReconcileError::Failed(_)) => ReconcileResult::Failed,
@@ -304,6 +311,14 @@ impl<R: Reconciler> Loop<R> {
             tracing::warn!(revision = %checkout.revision, error = %message, "reconcile failed");
             self.record_error("reconcile", Some(&checkout.revision), message.clone());
         }
+        if let Ok(Outcome {
+            error: Some(message),
+            ..
+        }) = &result
+        {
+            tracing::warn!(revision = %checkout.revision, error = %message, "apply incomplete");
+            self.record_error("apply", Some(&checkout.revision), message.clone());
+        }
         let mut status = self
             .shared
             .status
@@ -320,17 +335,22 @@ impl<R: Reconciler> Loop<R> {
                 self.shared.metrics.step(class, step_result);
             }
             self.shared.metrics.set_drift(outcome.drift_vms);
-            self.shared.metrics.sync_succeeded(status::now_unix());
+            if outcome.error.is_none() {
+                self.shared.metrics.sync_succeeded(status::now_unix());
+            }
             status.last_plan = outcome.plan;
-            status.last_apply = outcome.apply;
+            if outcome.apply.is_some() {
+                status.last_apply = outcome.apply;
+            }
             status.vms = outcome.vms;
             status.sets = outcome.sets;
         }
     }
 
-    /// `checkout` is now the revision in force.
+    /// `checkout` is now the revision in force. The last rejected revision stays remembered:
+    /// a drift reconcile of the revision in force must not make the next poll validate (and
+    /// reject, and report) the same bad commit again.
     fn accept(&mut self, checkout: &Checkout) {
-        self.rejected = None;
         self.shared.metrics.set_revision(&checkout.revision);
         {
             let mut status = self

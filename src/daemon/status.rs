@@ -37,6 +37,9 @@ pub struct Status {
     pub revision: Option<String>,
     /// The revision in force: the last one that validated and rendered.
     pub last_good_revision: Option<String>,
+    /// Whether this replica holds the leader-election Lease (and so may write); `None` when
+    /// leader election is off.
+    pub leader: Option<bool>,
     pub last_sync: Option<SyncRecord>,
     /// The fleet's VMs (desired or live), by namespace and name.
     pub vms: Vec<VmState>,

@@ -620,12 +620,10 @@ async fn the_plan_only_pipeline_reports_the_example_fleet_against_the_simulator(
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(run::run(
         Origin::Git(Arc::new(source)),
-        wukong::daemon::pipeline::PlanOnly {
-            connection: wukong::live::read::Connection {
-                kubeconfig: Some(kubeconfig),
-                context: None,
-            },
-        },
+        wukong::daemon::pipeline::Pipeline::plan_only(wukong::live::read::Connection {
+            kubeconfig: Some(kubeconfig),
+            context: None,
+        }),
         run::Options {
             interval: FAST,
             drift_interval: HOUR,

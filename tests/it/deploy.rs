@@ -68,7 +68,7 @@ const CALLS: &[(&str, &str, &[&str], bool)] = &[
         &["get", "list", "patch", "delete"],
         true,
     ),
-    ("", "events", &["create", "patch"], true),
+    ("", "events", &["create"], true),
     (
         "coordination.k8s.io",
         "leases",

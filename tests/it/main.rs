@@ -7,6 +7,7 @@ mod apply_faults;
 mod bad_input;
 mod cli;
 mod daemon;
+mod daemon_e2e;
 mod daemon_git;
 mod deploy;
 mod examples;
