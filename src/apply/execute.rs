@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::future::{LocalBoxFuture, join_all};
+use futures_util::future::{BoxFuture, join_all};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -286,7 +286,7 @@ impl Executor<'_> {
         }
 
         let slots = &slots;
-        let mut work: FuturesUnordered<LocalBoxFuture<'_, Vec<(usize, StepResult)>>> =
+        let mut work: FuturesUnordered<BoxFuture<'_, Vec<(usize, StepResult)>>> =
             FuturesUnordered::new();
         for u in free {
             work.push(Box::pin(async move {

@@ -88,7 +88,7 @@ pub struct Report {
     pub revision: String,
     /// Results in the plan's step order.
     pub steps: Vec<StepResult>,
-    /// Ctrl-C (or a shutdown) stopped the apply before every step was started.
+    /// A stop request (Ctrl-C, a shutdown) came before every step was started.
     pub interrupted: bool,
 }
 
@@ -185,7 +185,7 @@ impl Report {
             self.count(Outcome::Skipped)
         );
         if self.interrupted {
-            line.push_str(" (interrupted: no step was started after Ctrl-C)");
+            line.push_str(" (interrupted: no step was started after the stop request)");
         }
         line
     }
@@ -268,7 +268,7 @@ mod tests {
         assert!(!report.succeeded());
         assert_eq!(
             report.summary_line(),
-            "Apply: 1 done, 1 failed, 1 skipped (interrupted: no step was started after Ctrl-C)"
+            "Apply: 1 done, 1 failed, 1 skipped (interrupted: no step was started after the stop request)"
         );
         assert_eq!(report.json()["summary"]["failed"], 1);
     }

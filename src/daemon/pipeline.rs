@@ -19,10 +19,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, watch};
-use tracing::Instrument as _;
 
 use crate::apply::report::what;
-use crate::apply::{self, Cluster, Event, Report, StepResult, StopSignal, Timeouts};
+use crate::apply::{self, Cluster, Event, Report, StopSignal, Timeouts};
 use crate::fleet::Fleet;
 use crate::identity::Kind;
 use crate::live::LiveState;
@@ -189,30 +188,9 @@ impl Pipeline {
             progress: Some(progress),
             ..apply::Options::default()
         };
-        // The executor's future is not `Send` (it keeps boxed local futures across awaits),
-        // and a reconcile must be: it runs on a thread of its own, driven by this runtime.
-        // The options (and the progress closure, which holds a sender of the Events) are
-        // dropped there when it ends, so the Event writer ends too.
-        let handle = tokio::runtime::Handle::current();
-        let span = tracing::Span::current();
-        let (owned_cluster, owned_plan) = (cluster.clone(), plan.clone());
-        let report = tokio::task::spawn_blocking(move || {
-            handle.block_on(
-                async move { apply::execute(&owned_cluster, &owned_plan, &options).await }
-                    .instrument(span),
-            )
-        })
-        .await
-        .unwrap_or_else(|e| {
-            let why = format!("the executor task failed: {e}");
-            let results = plan
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, step)| (i, StepResult::failed(step, why.clone())))
-                .collect();
-            Report::new(plan, results, false)
-        });
+        let report = apply::execute(cluster, plan, &options).await;
+        // The progress closure holds a sender of the Events: drop it so the Event writer ends.
+        drop(options);
         guard.abort();
         if let Some(events) = events {
             events.finish(EVENTS_FLUSH).await;
