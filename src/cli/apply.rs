@@ -47,26 +47,8 @@ pub struct ApplyArgs {
     pub max_parallel: Option<usize>,
     /// Longest wait for any one step to show on the VM, e.g. `90s`, `10m` (default: per step
     /// kind, up to 15 minutes).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::daemon::command::parse_duration)]
     pub timeout: Option<Duration>,
-}
-
-/// `90s`, `10m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration such as 90s or 10m"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "ms" => return Ok(Duration::from_millis(n)),
-        _ => return Err(format!("`{s}`: unit must be ms, s, m or h")),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 /// What is being applied.
