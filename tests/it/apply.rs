@@ -6,26 +6,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
 use serde_json::{Value, json};
-use tempfile::TempDir;
+use wukong::sim::Config;
 use wukong::sim::faults::{Fault, Rule};
-use wukong::sim::{Config, Server};
 
-use crate::support::{eventually, root};
+use crate::support::{DV, Kind, PVC, SimCluster, VM, VMI, condition, eventually, root, wukong};
 
 const NS: &str = "apps";
 
 /// A simulated cluster with the namespace `apps`, a kubeconfig for it, and a fleet directory.
 pub struct Env {
-    pub server: Server,
-    pub client: Client,
-    pub dir: TempDir,
-    pub kubeconfig: PathBuf,
+    pub cluster: SimCluster,
+}
+
+impl std::ops::Deref for Env {
+    type Target = SimCluster;
+
+    fn deref(&self) -> &SimCluster {
+        &self.cluster
+    }
 }
 
 /// The fleet document every test starts from; `allow_restarts` is the fleet's setting.
@@ -77,25 +76,8 @@ impl Env {
     }
 
     pub async fn with(config: Config) -> Env {
-        let server = Server::start_with("127.0.0.1:0".parse().unwrap(), config)
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig).unwrap();
-        let client = Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-            )
-            .await
-            .unwrap();
         Env {
-            server,
-            client,
-            dir,
-            kubeconfig,
+            cluster: SimCluster::start(config, &[NS]).await,
         }
     }
 
@@ -192,39 +174,21 @@ impl Env {
         assert_eq!(plan["hasChanges"], json!(false), "not converged: {plan:#}");
     }
 
-    pub async fn get(&self, kind: (&str, &str, &str), name: &str) -> Option<Value> {
-        let (group, kind, plural) = kind;
-        let version = if group.is_empty() {
-            "v1"
-        } else if group == "cdi.kubevirt.io" {
-            "v1beta1"
-        } else {
-            "v1"
-        };
-        let resource =
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NS, &resource);
-        api.get_opt(name)
-            .await
-            .unwrap()
-            .map(|o| serde_json::to_value(o).unwrap())
+    /// An object in the fleet's namespace.
+    pub fn get(&self, kind: Kind, name: &str) -> Option<Value> {
+        self.cluster.get(kind, NS, name)
     }
 
-    pub async fn vm(&self, name: &str) -> Value {
-        self.get(VM, name)
-            .await
-            .unwrap_or_else(|| panic!("no VM {name}"))
+    pub fn vm(&self, name: &str) -> Value {
+        self.get(VM, name).unwrap_or_else(|| panic!("no VM {name}"))
     }
 
-    pub async fn vmi(&self, name: &str) -> Option<Value> {
-        self.get(VMI, name).await
+    pub fn vmi(&self, name: &str) -> Option<Value> {
+        self.get(VMI, name)
     }
 
-    pub async fn vmi_uid(&self, name: &str) -> String {
-        let vmi = self
-            .vmi(name)
-            .await
-            .unwrap_or_else(|| panic!("no VMI {name}"));
+    pub fn vmi_uid(&self, name: &str) -> String {
+        let vmi = self.vmi(name).unwrap_or_else(|| panic!("no VMI {name}"));
         vmi["metadata"]["uid"].as_str().unwrap().to_owned()
     }
 
@@ -238,40 +202,12 @@ impl Env {
         .unwrap();
         self.client.request_text(request).await.unwrap();
     }
-
-    /// Patch a VM by hand (as kubectl would), as field manager `kubectl`.
-    pub async fn patch_vm(&self, name: &str, patch: Value) {
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
-            "virtualmachines",
-        );
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NS, &resource);
-        let params = PatchParams {
-            field_manager: Some("kubectl".into()),
-            ..PatchParams::default()
-        };
-        api.patch(name, &params, &Patch::Merge(patch))
-            .await
-            .unwrap();
-    }
 }
 
-pub const VM: (&str, &str, &str) = ("kubevirt.io", "VirtualMachine", "virtualmachines");
-pub const VMI: (&str, &str, &str) = (
-    "kubevirt.io",
-    "VirtualMachineInstance",
-    "virtualmachineinstances",
-);
-pub const PVC: (&str, &str, &str) = ("", "PersistentVolumeClaim", "persistentvolumeclaims");
-pub const DV: (&str, &str, &str) = ("cdi.kubevirt.io", "DataVolume", "datavolumes");
-
+/// Run the binary from the crate root (stdin closed, so never a terminal).
 fn run(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wukong"))
-        .args(args)
-        .current_dir(root())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    wukong(&args, &root())
 }
 
 /// The report's results of one VM's steps: (change, outcome, detail).
@@ -295,15 +231,6 @@ fn at<'a>(v: &'a Value, pointer: &str) -> &'a Value {
     v.pointer(pointer).unwrap_or(&Value::Null)
 }
 
-fn condition(v: &Value, kind: &str) -> Option<String> {
-    v.pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-        .and_then(|c| c["status"].as_str())
-        .map(str::to_owned)
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. CPU and memory scaling.
 
@@ -312,7 +239,7 @@ async fn cpu_and_memory_scale_live_up_and_down_and_with_a_restart_below_boot() {
     let env = Env::new().await;
     let fleet = env.fleet(true, &vm_doc("db", 2, "4Gi", SYSTEM_DISK));
     env.converge(&fleet).await;
-    let uid = env.vmi_uid("db").await;
+    let uid = env.vmi_uid("db");
 
     // Up within the bounds: live, through a migration; same instance.
     env.fleet(true, &vm_doc("db", 4, "8Gi", SYSTEM_DISK));
@@ -328,11 +255,11 @@ async fn cpu_and_memory_scale_live_up_and_down_and_with_a_restart_below_boot() {
             .any(|(c, o, d)| c == "memory" && o == "done" && d.contains("guestRequested is 8Gi")),
         "{r:?}"
     );
-    let vmi = env.vmi("db").await.unwrap();
+    let vmi = env.vmi("db").unwrap();
     assert_eq!(at(&vmi, "/status/currentCPUTopology/sockets"), &json!(4));
     assert_eq!(at(&vmi, "/status/memory/guestRequested"), &json!("8Gi"));
     assert_eq!(
-        env.vmi_uid("db").await,
+        env.vmi_uid("db"),
         uid,
         "a live change must not restart the VM"
     );
@@ -346,7 +273,7 @@ async fn cpu_and_memory_scale_live_up_and_down_and_with_a_restart_below_boot() {
         r.iter().any(|(c, o, _)| c == "restart" && o == "done"),
         "{r:?}"
     );
-    let vmi = env.vmi("db").await.unwrap();
+    let vmi = env.vmi("db").unwrap();
     assert_ne!(
         vmi["metadata"]["uid"],
         json!(uid),
@@ -357,15 +284,12 @@ async fn cpu_and_memory_scale_live_up_and_down_and_with_a_restart_below_boot() {
     env.assert_converged(&fleet).await;
 
     // Memory below what it booted with: restart class.
-    let uid = env.vmi_uid("db").await;
+    let uid = env.vmi_uid("db");
     env.fleet(true, &vm_doc("db", 2, "2Gi", SYSTEM_DISK));
     env.converge(&fleet).await;
-    assert_ne!(env.vmi_uid("db").await, uid);
+    assert_ne!(env.vmi_uid("db"), uid);
     assert_eq!(
-        at(
-            &env.vmi("db").await.unwrap(),
-            "/status/memory/guestRequested"
-        ),
+        at(&env.vmi("db").unwrap(), "/status/memory/guestRequested"),
         &json!("2Gi")
     );
     env.assert_converged(&fleet).await;
@@ -376,7 +300,7 @@ async fn beyond_the_policy_bounds_nothing_is_applied_and_without_restarts_nothin
     let env = Env::new().await;
     let fleet = env.fleet(false, &vm_doc("db", 2, "4Gi", SYSTEM_DISK));
     env.converge(&fleet).await;
-    let vm_version = env.vm("db").await["metadata"]["resourceVersion"].clone();
+    let vm_version = env.vm("db")["metadata"]["resourceVersion"].clone();
 
     // Above scalingPolicy.maxCPU: the fleet is invalid; the error names the file and line.
     env.fleet(false, &vm_doc("db", 12, "4Gi", SYSTEM_DISK));
@@ -390,24 +314,18 @@ async fn beyond_the_policy_bounds_nothing_is_applied_and_without_restarts_nothin
         err.contains("fleet.yaml") && err.contains("maxCPU"),
         "{err}"
     );
-    assert_eq!(
-        env.vm("db").await["metadata"]["resourceVersion"],
-        vm_version
-    );
+    assert_eq!(env.vm("db")["metadata"]["resourceVersion"], vm_version);
 
     // CPU down without restarts allowed: blocked, reported, not restarted, not written.
-    let uid = env.vmi_uid("db").await;
+    let uid = env.vmi_uid("db");
     env.fleet(false, &vm_doc("db", 1, "4Gi", SYSTEM_DISK));
     let (code, report) = env.apply(&fleet, &[]).await;
     assert_eq!(code, 0, "{report:#}");
     let held = &report["report"]["targets"][format!("vms/{NS}/db")]["held"];
     assert!(held.to_string().contains("blocked cpu"), "{report:#}");
-    assert_eq!(env.vmi_uid("db").await, uid);
+    assert_eq!(env.vmi_uid("db"), uid);
     assert_eq!(
-        at(
-            &env.vm("db").await,
-            "/spec/template/spec/domain/cpu/sockets"
-        ),
+        at(&env.vm("db"), "/spec/template/spec/domain/cpu/sockets"),
         &json!(2)
     );
 }
@@ -428,7 +346,7 @@ async fn several_disks_grow_at_once_and_a_shrink_is_refused() {
     let env = Env::new().await;
     let fleet = env.fleet(false, &vm_doc("db", 2, "4Gi", TWO_DISKS));
     env.converge(&fleet).await;
-    let uid = env.vmi_uid("db").await;
+    let uid = env.vmi_uid("db");
 
     let grown = TWO_DISKS.replace("10Gi", "15Gi").replace("20Gi", "40Gi");
     env.fleet(false, &vm_doc("db", 2, "4Gi", &grown));
@@ -439,7 +357,7 @@ async fn several_disks_grow_at_once_and_a_shrink_is_refused() {
         .collect();
     assert_eq!(disks.len(), 2, "{report:#}");
     for (claim, size) in [("db-system", "15Gi"), ("db-data", "40Gi")] {
-        let pvc = env.get(PVC, claim).await.unwrap();
+        let pvc = env.get(PVC, claim).unwrap();
         assert_eq!(at(&pvc, "/status/capacity/storage"), &json!(size));
         assert_eq!(
             at(
@@ -449,12 +367,12 @@ async fn several_disks_grow_at_once_and_a_shrink_is_refused() {
             &json!(size)
         );
         // The DataVolume is never patched: its spec is immutable.
-        let dv = env.get(DV, claim).await.unwrap();
+        let dv = env.get(DV, claim).unwrap();
         assert_ne!(
             at(&dv, "/spec/storage/resources/requests/storage"),
             &json!(size)
         );
-        let seen = env.vmi("db").await.unwrap()["status"]["volumeStatus"]
+        let seen = env.vmi("db").unwrap()["status"]["volumeStatus"]
             .as_array()
             .unwrap()
             .iter()
@@ -462,7 +380,7 @@ async fn several_disks_grow_at_once_and_a_shrink_is_refused() {
             .map(|v| v["persistentVolumeClaimInfo"]["capacity"]["storage"].clone());
         assert_eq!(seen, Some(json!(size)), "the VM sees {claim}");
     }
-    assert_eq!(env.vmi_uid("db").await, uid);
+    assert_eq!(env.vmi_uid("db"), uid);
     env.assert_converged(&fleet).await;
 
     // Shrinking one disk is refused; the other still grows.
@@ -475,12 +393,12 @@ async fn several_disks_grow_at_once_and_a_shrink_is_refused() {
         held.contains("refused disk data") && held.contains("only grow"),
         "{held}"
     );
-    let data = env.get(PVC, "db-data").await.unwrap();
+    let data = env.get(PVC, "db-data").unwrap();
     assert_eq!(
         at(&data, "/spec/resources/requests/storage"),
         &json!("40Gi")
     );
-    let system = env.get(PVC, "db-system").await.unwrap();
+    let system = env.get(PVC, "db-system").unwrap();
     assert_eq!(at(&system, "/status/capacity/storage"), &json!("16Gi"));
 }
 
@@ -492,7 +410,7 @@ async fn nics_attach_and_detach_live_and_the_primary_network_is_protected() {
     let env = Env::new().await;
     let fleet = env.fleet(false, &vm_doc("web", 2, "4Gi", SYSTEM_DISK));
     env.converge(&fleet).await;
-    let uid = env.vmi_uid("web").await;
+    let uid = env.vmi_uid("web");
 
     let with_nic = format!(
         "{SYSTEM_DISK}  networks:
@@ -509,9 +427,9 @@ async fn nics_attach_and_detach_live_and_the_primary_network_is_protected() {
             .any(|(c, o, d)| c == "nic-attach" && o == "done" && d.contains("infoSource domain")),
         "{report:#}"
     );
-    let ifaces = env.vmi("web").await.unwrap()["status"]["interfaces"].to_string();
+    let ifaces = env.vmi("web").unwrap()["status"]["interfaces"].to_string();
     assert!(ifaces.contains("\"front\""), "{ifaces}");
-    assert_eq!(env.vmi_uid("web").await, uid);
+    assert_eq!(env.vmi_uid("web"), uid);
     env.assert_converged(&fleet).await;
 
     // Detach: written as state absent, then gone from the instance and the VM.
@@ -523,15 +441,15 @@ async fn nics_attach_and_detach_live_and_the_primary_network_is_protected() {
             .any(|(c, o, _)| c == "nic-detach" && o == "done"),
         "{report:#}"
     );
-    let ifaces = env.vmi("web").await.unwrap()["status"]["interfaces"].to_string();
+    let ifaces = env.vmi("web").unwrap()["status"]["interfaces"].to_string();
     assert!(!ifaces.contains("\"front\""), "{ifaces}");
-    let vm = env.vm("web").await;
+    let vm = env.vm("web");
     assert!(
         !at(&vm, "/spec/template/spec/domain/devices/interfaces")
             .to_string()
             .contains("front")
     );
-    assert_eq!(env.vmi_uid("web").await, uid);
+    assert_eq!(env.vmi_uid("web"), uid);
     env.assert_converged(&fleet).await;
 
     // The primary network cannot be removed.
@@ -548,7 +466,7 @@ async fn nics_attach_and_detach_live_and_the_primary_network_is_protected() {
     assert_eq!(code, 0, "{report:#}");
     let held = report["report"]["targets"][format!("vms/{NS}/web")]["held"].to_string();
     assert!(held.contains("primary network"), "{held}");
-    let vm = env.vm("web").await;
+    let vm = env.vm("web");
     assert!(
         at(&vm, "/spec/template/spec/networks")
             .to_string()
@@ -596,13 +514,12 @@ spec:
 async fn unavailable(env: &Env, names: &[String]) -> usize {
     let mut down = 0;
     for n in names {
-        let vm = env.get(VM, n).await;
+        let vm = env.get(VM, n);
         let ok = vm
             .as_ref()
             .is_some_and(|v| v["status"]["printableStatus"] == "Running")
             && env
                 .vmi(n)
-                .await
                 .is_some_and(|v| v["status"]["phase"] == "Running");
         if !ok {
             down += 1;
@@ -618,7 +535,7 @@ async fn a_set_is_created_scaled_out_and_in_and_rolled_within_max_unavailable() 
     env.converge(&fleet).await;
     for i in 0..3 {
         assert_eq!(
-            env.vm(&format!("web-{i}")).await["status"]["printableStatus"],
+            env.vm(&format!("web-{i}"))["status"]["printableStatus"],
             "Running"
         );
     }
@@ -628,7 +545,7 @@ async fn a_set_is_created_scaled_out_and_in_and_rolled_within_max_unavailable() 
     let names: Vec<String> = (0..5).map(|i| format!("web-{i}")).collect();
     let mut uids = Vec::new();
     for n in &names {
-        uids.push(env.vmi_uid(n).await);
+        uids.push(env.vmi_uid(n));
     }
 
     // A restart-class change rolls one VM at a time: watch the whole time.
@@ -650,7 +567,7 @@ async fn a_set_is_created_scaled_out_and_in_and_rolled_within_max_unavailable() 
         "{worst} VMs were down at once; maxUnavailable is 1"
     );
     for (n, uid) in names.iter().zip(&uids) {
-        assert_ne!(&env.vmi_uid(n).await, uid, "{n} was not restarted");
+        assert_ne!(&env.vmi_uid(n), uid, "{n} was not restarted");
     }
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let batches: Vec<Value> = report["plan"]["steps"]
@@ -678,10 +595,10 @@ async fn a_set_is_created_scaled_out_and_in_and_rolled_within_max_unavailable() 
         .collect();
     assert_eq!(deleted, vec!["apps/web-4", "apps/web-3", "apps/web-2"]);
     for i in 0..5 {
-        let vm = env.get(VM, &format!("web-{i}")).await;
+        let vm = env.get(VM, &format!("web-{i}"));
         assert_eq!(vm.is_some(), i < 2, "web-{i}");
         assert!(
-            env.get(PVC, &format!("web-{i}-system")).await.is_some(),
+            env.get(PVC, &format!("web-{i}-system")).is_some(),
             "disk of web-{i} kept"
         );
     }
@@ -743,7 +660,7 @@ async fn a_vm_is_suspended_resumed_and_suspended_again_after_an_unexpected_resta
     let env = Env::new().await;
     let fleet = env.fleet(false, &vm_doc("etl", 2, "4Gi", SYSTEM_DISK));
     env.converge(&fleet).await;
-    let uid = env.vmi_uid("etl").await;
+    let uid = env.vmi_uid("etl");
 
     let suspended = format!("{SYSTEM_DISK}  lifecycleAction:\n    action: suspend\n");
     env.fleet(false, &vm_doc("etl", 2, "4Gi", &suspended));
@@ -753,21 +670,21 @@ async fn a_vm_is_suspended_resumed_and_suspended_again_after_an_unexpected_resta
             .iter()
             .any(|(c, o, _)| c == "suspend" && o == "done")
     );
-    let vmi = env.vmi("etl").await.unwrap();
+    let vmi = env.vmi("etl").unwrap();
     assert_eq!(condition(&vmi, "Paused").as_deref(), Some("True"));
     assert_eq!(
         vmi["metadata"]["uid"],
         json!(uid),
         "suspending does not restart"
     );
-    assert_eq!(env.vm("etl").await["status"]["printableStatus"], "Paused");
+    assert_eq!(env.vm("etl")["status"]["printableStatus"], "Paused");
     env.assert_converged(&fleet).await;
 
     // Someone restarts it: startStrategy Paused brings it back paused; apply has nothing to do
     // or pauses it again.
     env.action("virtualmachines", "etl", "restart").await;
     eventually("a new instance", || async {
-        match env.vmi("etl").await {
+        match env.vmi("etl") {
             Some(v) if v["metadata"]["uid"] != json!(uid) && v["status"]["phase"] == "Running" => {
                 Ok(())
             }
@@ -776,7 +693,7 @@ async fn a_vm_is_suspended_resumed_and_suspended_again_after_an_unexpected_resta
     })
     .await;
     env.converge(&fleet).await;
-    let vmi = env.vmi("etl").await.unwrap();
+    let vmi = env.vmi("etl").unwrap();
     assert_eq!(
         condition(&vmi, "Paused").as_deref(),
         Some("True"),
@@ -791,13 +708,13 @@ async fn a_vm_is_suspended_resumed_and_suspended_again_after_an_unexpected_resta
             .iter()
             .any(|(c, o, _)| c == "resume" && o == "done")
     );
-    let vmi = env.vmi("etl").await.unwrap();
+    let vmi = env.vmi("etl").unwrap();
     assert_ne!(condition(&vmi, "Paused").as_deref(), Some("True"));
     assert_eq!(
-        at(&env.vm("etl").await, "/spec/template/spec/startStrategy"),
+        at(&env.vm("etl"), "/spec/template/spec/startStrategy"),
         &Value::Null,
         "{report:#} {:#}",
-        env.vm("etl").await["metadata"]["managedFields"]
+        env.vm("etl")["metadata"]["managedFields"]
     );
     env.assert_converged(&fleet).await;
 }
@@ -809,7 +726,7 @@ async fn a_suspended_vm_is_resumed_for_live_changes_and_paused_again() {
     let fleet = env.fleet(false, &vm_doc("etl", 2, "4Gi", &suspended));
     env.converge(&fleet).await;
     assert_eq!(
-        condition(&env.vmi("etl").await.unwrap(), "Paused").as_deref(),
+        condition(&env.vmi("etl").unwrap(), "Paused").as_deref(),
         Some("True")
     );
     env.fleet(false, &vm_doc("etl", 2, "8Gi", &suspended));
@@ -820,7 +737,7 @@ async fn a_suspended_vm_is_resumed_for_live_changes_and_paused_again() {
     // blocked, since restarts are not allowed. Either way the VM ends paused, not restarted.
     assert!(changes.contains(&"memory"), "{r:?}");
     assert_eq!(
-        condition(&env.vmi("etl").await.unwrap(), "Paused").as_deref(),
+        condition(&env.vmi("etl").unwrap(), "Paused").as_deref(),
         Some("True")
     );
 }
@@ -865,6 +782,7 @@ async fn a_saved_plan_is_applied_exactly_and_refused_once_the_cluster_or_fleet_c
     assert_eq!(code, 1);
     // The cluster changed: refused, naming the object.
     env.patch_vm(
+        NS,
         "db",
         json!({"metadata": {"labels": {"touched": "by-hand"}}}),
     )
@@ -890,7 +808,7 @@ async fn a_saved_plan_is_applied_exactly_and_refused_once_the_cluster_or_fleet_c
     env.fleet(false, &vm_doc("db", 3, "4Gi", SYSTEM_DISK));
     let (code, report) = env.apply(&plan_file, &["--revision", "abc123"]).await;
     assert_eq!(code, 0, "{report:#}");
-    let vm = env.vm("db").await;
+    let vm = env.vm("db");
     assert_eq!(at(&vm, "/spec/template/spec/domain/cpu/sockets"), &json!(3));
     assert_eq!(
         at(&vm, "/metadata/annotations/wukong.novasphere.dev~1revision"),
@@ -985,5 +903,5 @@ async fn without_a_terminal_apply_asks_for_auto_approve_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pass --auto-approve"), "{err}");
-    assert!(env.get(VM, "db").await.is_none());
+    assert!(env.get(VM, "db").is_none());
 }

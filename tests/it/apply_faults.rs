@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use wukong::sim::Config;
 use wukong::sim::faults::{Fault, Rule};
 
-use crate::apply::{Env, PVC, SYSTEM_DISK, VM, results, vm_doc};
+use crate::apply::{Env, SYSTEM_DISK, results, vm_doc};
+use crate::support::{PVC, VM};
 
 /// A VM that is not Wukong's, in the fleet's namespace.
 async fn create_unowned(env: &Env) -> String {
@@ -47,7 +48,7 @@ fn fleet_docs(cpu: u32, memory: &str, data: &str) -> String {
 /// The invariants every fault test checks at the end.
 async fn assert_safe(env: &Env, unowned_spec: &str, min_data: &str) {
     // KubeVirt's controllers write its status; Wukong never writes it at all.
-    let theirs = env.get(VM, "theirs").await.unwrap();
+    let theirs = env.get(VM, "theirs").unwrap();
     assert_eq!(
         theirs["spec"].to_string(),
         unowned_spec,
@@ -59,7 +60,7 @@ async fn assert_safe(env: &Env, unowned_spec: &str, min_data: &str) {
         "Wukong wrote an object it does not own: {managers}"
     );
     for vm in ["a", "b"] {
-        let pvc = env.get(PVC, &format!("{vm}-data")).await.unwrap();
+        let pvc = env.get(PVC, &format!("{vm}-data")).unwrap();
         let have: wukong::quantity::Quantity = pvc["spec"]["resources"]["requests"]["storage"]
             .as_str()
             .unwrap()
@@ -78,8 +79,7 @@ async fn apply_converges_through_server_errors_throttling_and_latency() {
     let unowned = create_unowned(&env).await;
     let fleet = env.fleet(false, &fleet_docs(2, "4Gi", "20Gi"));
     env.converge(&fleet).await;
-    let uids: Vec<String> =
-        futures_util::future::join_all(["a", "b", "c"].map(|v| env.vmi_uid(v))).await;
+    let uids: Vec<String> = ["a", "b", "c"].map(|v| env.vmi_uid(v)).to_vec();
 
     env.server
         .faults()
@@ -99,7 +99,7 @@ async fn apply_converges_through_server_errors_throttling_and_latency() {
     env.assert_converged(&fleet).await;
     assert_safe(&env, &unowned, "40Gi").await;
     for (vm, uid) in ["a", "b", "c"].iter().zip(&uids) {
-        assert_eq!(&env.vmi_uid(vm).await, uid, "{vm} was restarted");
+        assert_eq!(&env.vmi_uid(vm), uid, "{vm} was restarted");
     }
 }
 
@@ -153,7 +153,7 @@ async fn a_failed_memory_hotplug_restarts_only_where_the_fleet_allows() {
     env.converge(&fleet).await;
 
     // a may restart: KubeVirt's failure turns into a restart, reported as such.
-    let uid_a = env.vmi_uid("a").await;
+    let uid_a = env.vmi_uid("a");
     env.server.kubevirt_faults().fail_next_memory_hotplug();
     env.fleet(false, &docs("8Gi", "4Gi"));
     let report = env.converge(&fleet).await;
@@ -165,11 +165,11 @@ async fn a_failed_memory_hotplug_restarts_only_where_the_fleet_allows() {
             && d.contains("restarted instead")),
         "{r:?}"
     );
-    assert_ne!(env.vmi_uid("a").await, uid_a);
+    assert_ne!(env.vmi_uid("a"), uid_a);
     env.assert_converged(&fleet).await;
 
     // b may not: the step fails, the VM keeps running as it was.
-    let uid_b = env.vmi_uid("b").await;
+    let uid_b = env.vmi_uid("b");
     env.server.kubevirt_faults().fail_next_memory_hotplug();
     env.fleet(false, &docs("8Gi", "8Gi"));
     let (code, report) = env.apply(&fleet, &[]).await;
@@ -181,7 +181,7 @@ async fn a_failed_memory_hotplug_restarts_only_where_the_fleet_allows() {
             && d.contains("not restarted: the fleet does not allow")),
         "{r:?}"
     );
-    assert_eq!(env.vmi_uid("b").await, uid_b, "b must not be restarted");
+    assert_eq!(env.vmi_uid("b"), uid_b, "b must not be restarted");
 }
 
 #[tokio::test]
@@ -245,7 +245,7 @@ async fn slow_rollout(n: u32) -> (Env, std::path::PathBuf) {
 async fn scaled(env: &Env, n: u32) -> usize {
     let mut done = 0;
     for i in 0..n {
-        if let Some(vmi) = env.vmi(&format!("vm{i}")).await
+        if let Some(vmi) = env.vmi(&format!("vm{i}"))
             && vmi["status"]["currentCPUTopology"]["sockets"] == 2
         {
             done += 1;

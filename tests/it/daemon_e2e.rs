@@ -9,24 +9,21 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use git2::Oid;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use wukong::daemon::webhook;
-use wukong::sim::{Config, Server};
+use wukong::sim::Config;
 
 use crate::daemon_git::Upstream;
-use crate::support::{assert_rbac_allows, eventually, root};
+use crate::support::{
+    Kind, NAD, PVC, SimCluster, VM, VMI, assert_rbac_allows, condition, eventually, root,
+};
 
 const NS: &str = "apps";
 const LEASE_NS: &str = "wukong-system";
@@ -98,41 +95,19 @@ const NIC: &str = "  networks:
 ";
 const SUSPEND: &str = "  lifecycleAction:\n    action: suspend\n";
 
-/// The simulated cluster with the fleet's namespace and Wukong's own.
-struct Sim {
-    server: Server,
-    client: Client,
-    dir: TempDir,
-    kubeconfig: PathBuf,
+/// The simulated cluster with the fleet's namespace and Wukong's own, and the webhook secret
+/// in its directory.
+type Sim = SimCluster;
+
+async fn start_sim(config: Config) -> Sim {
+    let sim = SimCluster::start(config, &[NS, LEASE_NS]).await;
+    std::fs::write(sim.dir.path().join("secret"), SECRET).unwrap();
+    sim
 }
 
-impl Sim {
-    async fn start(config: Config) -> Sim {
-        let server = Server::start_with("127.0.0.1:0".parse().unwrap(), config)
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig).unwrap();
-        let client = Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
-        for ns in [NS, LEASE_NS] {
-            Api::<Namespace>::all(client.clone())
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-                )
-                .await
-                .unwrap();
-        }
-        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-        Sim {
-            server,
-            client,
-            dir,
-            kubeconfig,
-        }
-    }
-
+/// What these tests read of the cluster, from the store in-process: the audit log then holds
+/// only the daemon's calls.
+impl SimCluster {
     /// Objects of `kind` in `namespace`, read from the store in-process: the audit log then
     /// holds only the daemon's calls.
     fn list_in(&self, kind: Kind, namespace: &str) -> Vec<Value> {
@@ -144,12 +119,6 @@ impl Sim {
             .list(r, Some(namespace), &Default::default())
             .unwrap()
             .items
-    }
-
-    fn get(&self, kind: Kind, name: &str) -> Option<Value> {
-        let (group, version, plural) = kind;
-        let r = wukong::sim::resources::find(group, version, plural).unwrap();
-        self.server.shared().store().get(r, NS, name).ok()
     }
 
     fn names(&self, kind: Kind) -> BTreeSet<String> {
@@ -175,48 +144,16 @@ impl Sim {
         lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
     }
 
-    /// Edit a VM by hand, as kubectl would (a merge patch over HTTP).
-    async fn patch_vm(&self, name: &str, patch: Value) {
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
-            "virtualmachines",
-        );
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), NS, &resource);
-        let params = PatchParams {
-            field_manager: Some("kubectl".into()),
-            ..PatchParams::default()
-        };
-        api.patch(name, &params, &Patch::Merge(patch))
-            .await
-            .unwrap();
-    }
-
     /// Whether every VM in `names` exists and runs.
     fn running(&self, names: &[&str]) -> Result<(), String> {
         for name in names {
-            let vm = self.get(VM, name).ok_or(format!("no VM {name}"))?;
+            let vm = self.get(VM, NS, name).ok_or(format!("no VM {name}"))?;
             if vm["status"]["printableStatus"] != "Running" {
                 return Err(format!("{name}: {}", vm["status"]));
             }
         }
         Ok(())
     }
-}
-
-/// API group, version and plural.
-type Kind = (&'static str, &'static str, &'static str);
-const VM: Kind = ("kubevirt.io", "v1", "virtualmachines");
-const VMI: Kind = ("kubevirt.io", "v1", "virtualmachineinstances");
-const PVC: Kind = ("", "v1", "persistentvolumeclaims");
-const NAD: Kind = ("k8s.cni.cncf.io", "v1", "network-attachment-definitions");
-
-fn condition(v: &Value, kind: &str) -> Option<String> {
-    v.pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-        .and_then(|c| c["status"].as_str())
-        .map(str::to_owned)
 }
 
 /// A `wukong daemon` process with its JSON log lines collected.
@@ -474,7 +411,7 @@ fn is_fleet_write(e: &wukong::sim::audit::AuditEntry) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_edits() {
-    let sim = Sim::start(Config::fast()).await;
+    let sim = start_sim(Config::fast()).await;
     let tmp = tempfile::tempdir().unwrap();
     let repo = Repo::new(tmp.path());
     let web2 = set(2);
@@ -527,7 +464,7 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
     assert_eq!(status["lastApply"]["summary"]["done"], 4, "{status:#}");
     // One Event per step, on the VM, with its uid.
     let events = sim.events();
-    let db_uid = sim.get(VM, "db").unwrap()["metadata"]["uid"].clone();
+    let db_uid = sim.get(VM, NS, "db").unwrap()["metadata"]["uid"].clone();
     assert!(
         events.iter().any(|e| e["involvedObject"]["name"] == "db"
             && e["involvedObject"]["uid"] == db_uid
@@ -588,11 +525,11 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
     );
     let status = daemon.converged(&c2).await;
     sim.running(&["web-0", "web-1", "web-2", "db"]).unwrap();
-    let data = sim.get(PVC, "db-data").unwrap();
+    let data = sim.get(PVC, NS, "db-data").unwrap();
     assert_eq!(data["status"]["capacity"]["storage"], "30Gi");
-    let ifaces = sim.get(VMI, "db").unwrap()["status"]["interfaces"].to_string();
+    let ifaces = sim.get(VMI, NS, "db").unwrap()["status"]["interfaces"].to_string();
     assert!(ifaces.contains("\"front\""), "{ifaces}");
-    let etl_vmi = sim.get(VMI, "etl").unwrap();
+    let etl_vmi = sim.get(VMI, NS, "etl").unwrap();
     assert_eq!(condition(&etl_vmi, "Paused").as_deref(), Some("True"));
     assert_eq!(
         status["sets"][0]["current"], 3,
@@ -656,18 +593,19 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
 
     // 4. A VM edited by hand (one more CPU) is put back on the drift timer.
     sim.patch_vm(
+        NS,
         "db",
         json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 3}}}}}}),
     )
     .await;
-    let edited = sim.get(VM, "db").unwrap();
+    let edited = sim.get(VM, NS, "db").unwrap();
     assert_eq!(
         edited["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"],
         3
     );
     eventually("the hand edit undone", || async {
-        let vm = sim.get(VM, "db").unwrap();
-        let vmi = sim.get(VMI, "db");
+        let vm = sim.get(VM, NS, "db").unwrap();
+        let vmi = sim.get(VMI, NS, "db");
         let sockets = &vm["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"];
         let running = vmi
             .as_ref()
@@ -702,9 +640,9 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
         sim.names(VM),
         ["db", "etl", "web-0"].map(String::from).into(),
     );
-    assert!(sim.get(PVC, "web-2-system").is_some(), "disks kept");
+    assert!(sim.get(PVC, NS, "web-2-system").is_some(), "disks kept");
     assert!(sim.names(NAD).is_empty(), "{status:#}");
-    let etl_vmi = sim.get(VMI, "etl").unwrap();
+    let etl_vmi = sim.get(VMI, NS, "etl").unwrap();
     assert_ne!(condition(&etl_vmi, "Paused").as_deref(), Some("True"));
     assert_eq!(status["sets"][0]["current"], 1);
 
@@ -757,7 +695,7 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_webhook_applies_a_push_at_once() {
-    let sim = Sim::start(Config::fast()).await;
+    let sim = start_sim(Config::fast()).await;
     let tmp = tempfile::tempdir().unwrap();
     let repo = Repo::new(tmp.path());
     let c1 = repo.push(
@@ -817,7 +755,7 @@ async fn a_signed_webhook_applies_a_push_at_once() {
         "{:?}",
         sent.elapsed()
     );
-    let vmi = sim.get(VMI, "solo").unwrap();
+    let vmi = sim.get(VMI, NS, "solo").unwrap();
     assert_eq!(vmi["status"]["currentCPUTopology"]["sockets"], 2);
     let (code, _) = daemon.terminate().await;
     assert_eq!(code, 0);
@@ -843,7 +781,7 @@ async fn leader_of<'a>(daemons: &'a [&'a Daemon]) -> Result<usize, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_replicas_only_the_lease_holder_applies_and_the_other_takes_over() {
-    let sim = Sim::start(Config::fast()).await;
+    let sim = start_sim(Config::fast()).await;
     let tmp = tempfile::tempdir().unwrap();
     let repo = Repo::new(tmp.path());
     let c1 = repo.push(
@@ -958,7 +896,7 @@ async fn of_two_replicas_only_the_lease_holder_applies_and_the_other_takes_over(
 /// A slower cluster (a VM takes about a second to come up) and a fleet of five VMs created
 /// one at a time: an apply lasts long enough to be interrupted.
 async fn slow_setup() -> (Sim, TempDir, Repo, String, [String; 5]) {
-    let sim = Sim::start(Config {
+    let sim = start_sim(Config {
         speed: 10.0,
         ..Config::fast()
     })

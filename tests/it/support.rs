@@ -116,3 +116,85 @@ pub fn assert_rbac_allows(audit: &[wukong::sim::audit::AuditEntry], deploy_dir: 
         denied.into_iter().collect::<Vec<_>>().join("\n  ")
     );
 }
+
+/// API group, version and plural of a kind the simulator serves.
+pub type Kind = (&'static str, &'static str, &'static str);
+pub const VM: Kind = ("kubevirt.io", "v1", "virtualmachines");
+pub const VMI: Kind = ("kubevirt.io", "v1", "virtualmachineinstances");
+pub const PVC: Kind = ("", "v1", "persistentvolumeclaims");
+pub const DV: Kind = ("cdi.kubevirt.io", "v1beta1", "datavolumes");
+pub const NAD: Kind = ("k8s.cni.cncf.io", "v1", "network-attachment-definitions");
+
+/// A running simulated cluster with some namespaces, a kubeconfig for it in a temporary
+/// directory (also there for the test's other files), and a client.
+pub struct SimCluster {
+    pub server: wukong::sim::Server,
+    pub client: kube::Client,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+impl SimCluster {
+    pub async fn start(config: wukong::sim::Config, namespaces: &[&str]) -> SimCluster {
+        use k8s_openapi::api::core::v1::Namespace;
+        let server = wukong::sim::Server::start_with("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig).unwrap();
+        let client =
+            kube::Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
+        for ns in namespaces {
+            kube::Api::<Namespace>::all(client.clone())
+                .create(
+                    &Default::default(),
+                    &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+        SimCluster {
+            server,
+            client,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    /// One object, read from the store in-process (so the audit log holds only the calls of
+    /// the program under test).
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        let (group, version, plural) = kind;
+        let r = wukong::sim::resources::find(group, version, plural).unwrap();
+        self.server.shared().store().get(r, namespace, name).ok()
+    }
+
+    /// Edit a VM by hand, as kubectl would: a merge patch over HTTP, field manager `kubectl`.
+    pub async fn patch_vm(&self, namespace: &str, name: &str, patch: serde_json::Value) {
+        use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
+            "virtualmachines",
+        );
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
+        let params = PatchParams {
+            field_manager: Some("kubectl".into()),
+            ..PatchParams::default()
+        };
+        api.patch(name, &params, &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+}
+
+/// The status of an object's condition of type `kind`.
+pub fn condition(v: &serde_json::Value, kind: &str) -> Option<String> {
+    v.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str())
+        .map(str::to_owned)
+}
