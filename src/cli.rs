@@ -224,15 +224,6 @@ fn check_schemas(objects: &[render::Rendered]) -> Result<(), Error> {
     }
 }
 
-/// The namespaces a fleet reads: its allowlist, or all of them.
-fn scope(fleet: &fleet::Fleet) -> live::read::Scope {
-    if fleet.settings.namespaces.is_empty() {
-        live::read::Scope::All
-    } else {
-        live::read::Scope::Namespaces(fleet.settings.namespaces.iter().cloned().collect())
-    }
-}
-
 /// Read live state from the cluster `args` point at.
 pub fn read_cluster(args: &ClusterArgs, fleet: &fleet::Fleet) -> Result<LiveState, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -241,7 +232,7 @@ pub fn read_cluster(args: &ClusterArgs, fleet: &fleet::Fleet) -> Result<LiveStat
         .map_err(Error::Runtime)?;
     runtime.block_on(async {
         let client = args.connection().client().await?;
-        Ok(live::read::read(&client, &scope(fleet)).await?)
+        Ok(live::read::read(&client, &live::read::Scope::of(fleet)).await?)
     })
 }
 

@@ -6,7 +6,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use super::retry;
-use crate::identity::{Kind, ObjectRef};
+use crate::identity::ObjectRef;
 use crate::live::LiveKind;
 use crate::live::read::resource;
 
@@ -44,13 +44,6 @@ fn failed(what: &str, e: kube::Error) -> CallError {
         }
         kube::Error::Api(s) => CallError::Failed(format!("{what}: {} {}", s.code, s.message)),
         other => CallError::Failed(format!("{what}: {other}")),
-    }
-}
-
-fn live_kind(kind: Kind) -> LiveKind {
-    match kind {
-        Kind::VirtualMachine => LiveKind::VirtualMachine,
-        Kind::NetworkAttachmentDefinition => LiveKind::NetworkAttachmentDefinition,
     }
 }
 
@@ -109,7 +102,7 @@ impl Cluster {
     /// Server-side apply of a whole manifest, as field manager [`FIELD_MANAGER`], taking over
     /// fields others set (Wukong is the owner of what the fleet declares).
     pub async fn apply(&self, id: &ObjectRef, manifest: &Value) -> Result<(), CallError> {
-        let api = self.api(live_kind(id.kind), &id.namespace);
+        let api = self.api(id.kind.into(), &id.namespace);
         let what = format!("apply {id}");
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let patch = Patch::Apply(manifest);

@@ -778,10 +778,7 @@ impl Executor<'_> {
     /// Delete an owned VM (releasing the disks it keeps first) or network attachment.
     async fn delete(&self, step: &Step) -> StepResult {
         let id = &step.target;
-        let kind = match id.kind {
-            Kind::VirtualMachine => LiveKind::VirtualMachine,
-            Kind::NetworkAttachmentDefinition => LiveKind::NetworkAttachmentDefinition,
-        };
+        let kind = LiveKind::from(id.kind);
         let object = match self.cluster.get(kind, &id.namespace, &id.name).await {
             Ok(Some(o)) => o,
             Ok(None) => return StepResult::done(step, "already gone"),
@@ -935,7 +932,7 @@ impl Executor<'_> {
     async fn observe(&self, id: &ObjectRef, claim: Option<&str>) -> Result<Observed, CallError> {
         let vm = self
             .cluster
-            .get(id_kind(id), &id.namespace, &id.name)
+            .get(id.kind.into(), &id.namespace, &id.name)
             .await?;
         let vmi = if id.kind == Kind::VirtualMachine {
             self.cluster
@@ -1000,13 +997,6 @@ impl Executor<'_> {
 enum Wait {
     Failed(String),
     Timeout(String),
-}
-
-fn id_kind(id: &ObjectRef) -> LiveKind {
-    match id.kind {
-        Kind::VirtualMachine => LiveKind::VirtualMachine,
-        Kind::NetworkAttachmentDefinition => LiveKind::NetworkAttachmentDefinition,
-    }
 }
 
 fn call_failed(step: &Step, e: &CallError) -> StepResult {

@@ -14,6 +14,10 @@ pub use execute::{Event, Options, Progress, StopSignal, Timeouts, execute};
 pub use report::{Outcome, Report, StepResult};
 
 use crate::identity::{Kind, ObjectRef};
+
+/// How many times an apply re-reads the cluster and re-plans after a 409 conflict (the CLI and
+/// the daemon alike).
+pub const MAX_ROUNDS: usize = 3;
 use crate::live::{LiveState, NsName, str_at};
 use crate::plan::{Change, Plan};
 

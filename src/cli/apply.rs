@@ -10,14 +10,11 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use super::{ClusterArgs, EXIT_ERROR, EXIT_OK, Error, load_and_render, scope};
+use super::{ClusterArgs, EXIT_ERROR, EXIT_OK, Error, load_and_render};
 use crate::apply::report::what;
 use crate::apply::{self, Cluster, Event, Options, Report, StopSignal, Timeouts};
 use crate::live::{self, LiveState};
 use crate::plan::{self, Plan, output};
-
-/// How many times `apply` re-reads the cluster and re-plans after a 409 conflict.
-const MAX_ROUNDS: usize = 3;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ReportFormat {
@@ -133,14 +130,15 @@ pub(super) async fn apply_source(
 ) -> Result<Vec<Report>, Error> {
     let mut reports = Vec::new();
     let mut first_plan = None;
-    for round in 1..=MAX_ROUNDS {
+    for round in 1..=apply::MAX_ROUNDS {
         let plan = match source {
             Source::Fleet {
                 fleet,
                 objects,
                 revision,
             } => {
-                let live = live::read::read(cluster.client(), &scope(fleet)).await?;
+                let live =
+                    live::read::read(cluster.client(), &live::read::Scope::of(fleet)).await?;
                 plan::plan(fleet, objects, &live, revision)
             }
             Source::Saved(plan) => {
@@ -163,7 +161,10 @@ pub(super) async fn apply_source(
                 return Err(Error::Cancelled);
             }
         } else {
-            eprintln!("Re-planning after a conflict (round {round} of {MAX_ROUNDS})");
+            eprintln!(
+                "Re-planning after a conflict (round {round} of {})",
+                apply::MAX_ROUNDS
+            );
         }
         let display = Display::new(&plan);
         let options = Options {

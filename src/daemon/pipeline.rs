@@ -1,6 +1,6 @@
 //! The daemon's [`Reconciler`]: load and render the fleet, read the live state, plan, and —
 //! when applying and leading — carry the plan out with the executor, re-reading and re-planning
-//! after a conflict (as `wukong apply` does, up to [`MAX_ROUNDS`]). The outcome holds the plan,
+//! after a conflict (as `wukong apply` does, up to [`apply::MAX_ROUNDS`]). The outcome holds the plan,
 //! the apply report, the drift left after the apply, every step's class and result, and the
 //! VMs' and sets' state read after the apply.
 //!
@@ -31,9 +31,6 @@ use crate::plan::{self, Plan, output};
 use super::events::Recorder;
 use super::run::{Outcome, ReconcileError, Reconciler};
 use super::status;
-
-/// How many times a reconcile re-reads the cluster and re-plans after a 409 conflict.
-pub const MAX_ROUNDS: usize = 3;
 
 /// How long a reconcile waits for its Events to be written before it reports.
 const EVENTS_FLUSH: Duration = Duration::from_secs(10);
@@ -128,7 +125,7 @@ impl Pipeline {
     }
 
     async fn read(&self, client: &kube::Client, fleet: &Fleet) -> Result<LiveState, String> {
-        crate::live::read::read(client, &scope(fleet))
+        crate::live::read::read(client, &Scope::of(fleet))
             .await
             .map_err(|e| e.to_string())
     }
@@ -208,15 +205,6 @@ impl Pipeline {
     }
 }
 
-/// The namespaces a fleet reads: its allowlist, or all of them.
-fn scope(fleet: &Fleet) -> Scope {
-    if fleet.settings.namespaces.is_empty() {
-        Scope::All
-    } else {
-        Scope::Namespaces(fleet.settings.namespaces.iter().cloned().collect())
-    }
-}
-
 /// VMs with any step left: live state that differs from the fleet.
 fn drift(plan: &Plan) -> usize {
     plan.steps
@@ -289,7 +277,7 @@ impl Reconciler for Pipeline {
         let mut error = None;
         if writes {
             let cluster = Cluster::new(client.clone());
-            for round in 1..=MAX_ROUNDS {
+            for round in 1..=apply::MAX_ROUNDS {
                 if !plan.has_changes() {
                     break;
                 }
@@ -297,7 +285,7 @@ impl Reconciler for Pipeline {
                     tracing::info!(round, "re-planning after a conflict");
                 }
                 let report = self.execute(&cluster, &plan).await;
-                let again = report.conflicted() && !report.interrupted && round < MAX_ROUNDS;
+                let again = report.conflicted() && !report.interrupted && round < apply::MAX_ROUNDS;
                 reports.push(report);
                 match self.read(&client, &fleet).await {
                     Ok(after) => {

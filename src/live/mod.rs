@@ -53,6 +53,16 @@ pub enum LiveKind {
     KubeVirt,
 }
 
+impl From<Kind> for LiveKind {
+    /// The kind read from the cluster for an object Wukong writes.
+    fn from(kind: Kind) -> LiveKind {
+        match kind {
+            Kind::VirtualMachine => LiveKind::VirtualMachine,
+            Kind::NetworkAttachmentDefinition => LiveKind::NetworkAttachmentDefinition,
+        }
+    }
+}
+
 impl LiveKind {
     pub const ALL: [LiveKind; 7] = [
         LiveKind::VirtualMachine,

@@ -87,6 +87,17 @@ pub enum Scope {
     Namespaces(BTreeSet<String>),
 }
 
+impl Scope {
+    /// The namespaces a fleet reads: its allowlist, or all of them.
+    pub fn of(fleet: &crate::fleet::Fleet) -> Scope {
+        if fleet.settings.namespaces.is_empty() {
+            Scope::All
+        } else {
+            Scope::Namespaces(fleet.settings.namespaces.iter().cloned().collect())
+        }
+    }
+}
+
 /// Read every kind Wukong plans against.
 ///
 /// A kind whose API is not installed (404: no CDI, no Multus) reads as empty, and an unreadable
