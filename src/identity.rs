@@ -65,6 +65,10 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+/// Field manager of everything Wukong writes. The planner reads this manager's entry in
+/// `metadata.managedFields` to find fields Wukong set earlier and the fleet no longer declares.
+pub const FIELD_MANAGER: &str = "wukong";
+
 /// Marks every object Wukong renders; Wukong changes or deletes nothing without it.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`LABEL_MANAGED_BY`] on Wukong's objects.

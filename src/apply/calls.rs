@@ -10,8 +10,7 @@ use crate::identity::ObjectRef;
 use crate::live::LiveKind;
 use crate::live::read::resource;
 
-/// Field manager of everything Wukong writes.
-pub const FIELD_MANAGER: &str = "wukong";
+pub use crate::identity::FIELD_MANAGER;
 
 /// Why a call failed, after retries.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::identity::{Kind, LABEL_FLEET, LABEL_MANAGED_BY, MANAGED_BY_VALUE, ObjectRef};
+use crate::identity::{
+    FIELD_MANAGER, Kind, LABEL_FLEET, LABEL_MANAGED_BY, MANAGED_BY_VALUE, ObjectRef,
+};
 
 /// `apiVersion` of the snapshot file.
 pub const SNAPSHOT_API_VERSION: &str = "wukong.novasphere.dev/v1alpha1";
@@ -175,8 +177,8 @@ pub struct LiveState {
 }
 
 impl LiveState {
-    /// Index a list of objects (as read from the API or a snapshot). Fields that only
-    /// bookkeeping needs (`managedFields`) are dropped.
+    /// Index a list of objects (as read from the API or a snapshot). Of `managedFields` only
+    /// Wukong's own entries are kept: the planner reads them to find fields Wukong set earlier.
     pub fn insert(&mut self, kind: LiveKind, object: Value) -> Result<(), &'static str> {
         let (_, _, kind_name, _, _) = kind.gvk();
         let mut object = slim(kind, object);
@@ -334,9 +336,7 @@ fn keep_paths(kind: LiveKind) -> Option<&'static [&'static [&'static str]]> {
 }
 
 fn slim(kind: LiveKind, mut object: Value) -> Value {
-    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
-    }
+    keep_own_managed_fields(&mut object);
     let Some(paths) = keep_paths(kind) else {
         return object;
     };
@@ -361,6 +361,25 @@ fn slim(kind: LiveKind, mut object: Value) -> Value {
         }
     }
     out
+}
+
+/// `managedFields` keeps only Wukong's own entries: all the planner needs, and a fraction of
+/// the size of every manager's field sets.
+pub fn keep_own_managed_fields(object: &mut Value) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        let keep = match meta.get_mut("managedFields").map(Value::take) {
+            Some(Value::Array(entries)) => entries
+                .into_iter()
+                .filter(|e| e.get("manager").and_then(Value::as_str) == Some(FIELD_MANAGER))
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        if keep.is_empty() {
+            meta.remove("managedFields");
+        } else {
+            meta.insert("managedFields".into(), Value::Array(keep));
+        }
+    }
 }
 
 /// The snapshot file: a list of objects as the API returned them.
@@ -449,6 +468,20 @@ mod tests {
             back.storage_classes["fast"]["apiVersion"],
             json!("storage.k8s.io/v1")
         );
+    }
+
+    #[test]
+    fn only_wukongs_managed_fields_are_kept() {
+        let entries = json!([{"manager": "kubectl"}, {"manager": FIELD_MANAGER, "fieldsV1": {}}]);
+        let mut o = json!({"metadata": {"managedFields": entries}});
+        keep_own_managed_fields(&mut o);
+        assert_eq!(
+            o["metadata"]["managedFields"],
+            json!([{"manager": FIELD_MANAGER, "fieldsV1": {}}])
+        );
+        let mut o = json!({"metadata": {"managedFields": [{"manager": "kubectl"}]}});
+        keep_own_managed_fields(&mut o);
+        assert_eq!(o, json!({"metadata": {}}));
     }
 
     #[test]

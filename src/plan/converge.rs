@@ -121,6 +121,16 @@ fn converge_vm(
         "/spec/template/spec/domain/machine",
         json!({"type": "q35"}),
     );
+    // The API server records the apply under Wukong's field manager, before the webhook runs,
+    // so what the webhook and controllers add below is nobody's (facts §6).
+    set(
+        &mut vm,
+        "/metadata/managedFields",
+        json!([{"manager": crate::identity::FIELD_MANAGER, "operation": "Apply",
+                "apiVersion": "kubevirt.io/v1", "fieldsType": "FieldsV1",
+                "fieldsV1": super::view::applied_fields(write)}]),
+    );
+    kubevirt_writes(&mut vm);
     // KubeVirt finishes unplugs and drops the absent interfaces from the VM.
     super::shape::without_absent_nics(&mut vm);
 
@@ -256,6 +266,36 @@ fn converge_vm(
         json!({"printableStatus": printable, "ready": runs, "created": runs, "conditions": conditions}),
     );
     let _ = next.insert(LiveKind::VirtualMachine, vm);
+}
+
+/// What KubeVirt writes into every VM besides the fields above (`kubevirt-facts.md` §6): the
+/// mutating webhook's Go re-serialisation (`domain.resources: {}`, `template.metadata`, the
+/// PCI topology annotation on the template), the VM controller's finalizer and observed-API
+/// annotations. The planner must not take any of it for drift.
+fn kubevirt_writes(vm: &mut Value) {
+    if vm.pointer("/spec/template/spec/domain/resources").is_none() {
+        set(vm, "/spec/template/spec/domain/resources", json!({}));
+    }
+    set(
+        vm,
+        "/spec/template/metadata/annotations/kubevirt.io~1pci-topology-version",
+        "v3".into(),
+    );
+    set(
+        vm,
+        "/metadata/finalizers",
+        json!(["kubevirt.io/virtualMachineControllerFinalize"]),
+    );
+    for key in [
+        "latest-observed-api-version",
+        "storage-observed-api-version",
+    ] {
+        set(
+            vm,
+            &format!("/metadata/annotations/kubevirt.io~1{key}"),
+            "v1".into(),
+        );
+    }
 }
 
 /// The instance of a VM: started afresh from the template, or the running one after the

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod converge;
 pub mod output;
 pub mod shape;
+pub mod view;
 pub mod vm;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -8,11 +8,6 @@ use crate::identity::ANNOTATION_REVISION;
 use crate::live::{at, quantity_at, str_at};
 use crate::quantity::Quantity;
 
-/// Template annotation KubeVirt's VM controller copies from the VMI.
-const PCI_TOPOLOGY_ANNOTATION: &str = "kubevirt.io/pci-topology-version";
-/// kubectl's client-side apply bookkeeping.
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// CPU topology of the VM template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cpu {
@@ -251,10 +246,11 @@ pub fn set_pointer(v: &mut Value, pointer: &str, value: Value) {
     *cur = value;
 }
 
-/// Normalise a VirtualMachine for comparison: keep what a fleet can declare, drop what the
-/// API server and KubeVirt write themselves (status, bookkeeping metadata, firmware uuid and
-/// serial, architecture, machine type, PCI topology annotations, interfaces KubeVirt is
-/// still unplugging, Wukong's revision annotation).
+/// Normalise a VirtualMachine for comparison: keep what a fleet can declare (name, namespace,
+/// labels, annotations, spec), and drop Wukong's revision annotation (a new Git revision is not
+/// a change of the VM), the fields KubeVirt's webhook sets at creation that Wukong carries over
+/// in its writes (firmware uuid and serial, architecture, machine type), and nulls. What other
+/// writers add is left out by [`super::view::live_view`], not here.
 pub fn normalize_vm(vm: &Value) -> Value {
     let mut out = Map::new();
     for key in ["apiVersion", "kind"] {
@@ -269,68 +265,45 @@ pub fn normalize_vm(vm: &Value) -> Value {
         }
     }
     if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
-        annotations.retain(|k, _| !is_system_annotation(k));
-        if annotations.is_empty() {
-            meta.remove("annotations");
-        }
+        annotations.remove(ANNOTATION_REVISION);
     }
-    if meta
-        .get("labels")
-        .and_then(Value::as_object)
-        .is_some_and(Map::is_empty)
-    {
-        meta.remove("labels");
+    for key in ["labels", "annotations"] {
+        if meta
+            .get(key)
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty)
+        {
+            meta.remove(key);
+        }
     }
     out.insert("metadata".into(), Value::Object(meta));
     if let Some(spec) = vm.get("spec") {
         let mut spec = spec.clone();
         strip_nulls(&mut spec);
-        if let Some(template) = spec.get_mut("template") {
-            if let Some(tmeta) = template.get_mut("metadata").and_then(Value::as_object_mut) {
-                tmeta.remove("creationTimestamp");
-                if let Some(Value::Object(a)) = tmeta.get_mut("annotations") {
-                    a.remove(PCI_TOPOLOGY_ANNOTATION);
-                    if a.is_empty() {
-                        tmeta.remove("annotations");
-                    }
-                }
-            }
-            if let Some(tspec) = template.get_mut("spec").and_then(Value::as_object_mut) {
-                tspec.remove("architecture");
-                if let Some(domain) = tspec.get_mut("domain").and_then(Value::as_object_mut) {
-                    domain.remove("machine");
-                    if let Some(firmware) =
-                        domain.get_mut("firmware").and_then(Value::as_object_mut)
-                    {
-                        firmware.remove("uuid");
-                        firmware.remove("serial");
-                        if firmware.is_empty() {
-                            domain.remove("firmware");
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(dvts) = spec
-            .get_mut("dataVolumeTemplates")
-            .and_then(Value::as_array_mut)
+        if let Some(tspec) = spec
+            .pointer_mut("/template/spec")
+            .and_then(Value::as_object_mut)
         {
-            for t in dvts {
-                if let Some(m) = t.get_mut("metadata").and_then(Value::as_object_mut) {
-                    m.remove("creationTimestamp");
+            tspec.remove("architecture");
+            if let Some(domain) = tspec.get_mut("domain").and_then(Value::as_object_mut) {
+                if let Some(machine) = domain.get_mut("machine").and_then(Value::as_object_mut) {
+                    machine.remove("type");
+                    if machine.is_empty() {
+                        domain.remove("machine");
+                    }
+                }
+                if let Some(firmware) = domain.get_mut("firmware").and_then(Value::as_object_mut) {
+                    firmware.remove("uuid");
+                    firmware.remove("serial");
+                    if firmware.is_empty() {
+                        domain.remove("firmware");
+                    }
                 }
             }
         }
         out.insert("spec".into(), spec);
     }
     Value::Object(out)
-}
-
-fn is_system_annotation(key: &str) -> bool {
-    key == ANNOTATION_REVISION
-        || key == LAST_APPLIED_ANNOTATION
-        || key.starts_with("kubevirt.io/")
-        || key.starts_with("kubemacpool.io/")
 }
 
 fn strip_nulls(v: &mut Value) {
@@ -344,30 +317,47 @@ fn strip_nulls(v: &mut Value) {
     }
 }
 
+/// The interfaces KubeVirt is still unplugging (`state: absent`) in a live VM.
+pub fn unplugging(vm: &Value) -> Vec<String> {
+    vm.pointer("/spec/template/spec/domain/devices/interfaces")
+        .and_then(Value::as_array)
+        .map(|ifaces| {
+            ifaces
+                .iter()
+                .filter(|i| i.get("state").and_then(Value::as_str) == Some("absent"))
+                .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Remove the interfaces (and their networks) that are being unplugged (`state: absent`).
 pub fn without_absent_nics(vm: &mut Value) {
+    let absent = unplugging(vm);
+    without_nics(vm, &absent);
+}
+
+/// Remove the named interfaces and their networks.
+pub fn without_nics(vm: &mut Value, names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
     let Some(spec) = vm.pointer_mut("/spec/template/spec") else {
         return;
     };
-    let mut absent = Vec::new();
+    let named = |v: &Value| {
+        v.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| names.iter().any(|a| a == n))
+    };
     if let Some(ifaces) = spec
         .pointer_mut("/domain/devices/interfaces")
         .and_then(Value::as_array_mut)
     {
-        ifaces.retain(|i| {
-            let gone = i.get("state").and_then(Value::as_str) == Some("absent");
-            if gone && let Some(n) = i.get("name").and_then(Value::as_str) {
-                absent.push(n.to_owned());
-            }
-            !gone
-        });
+        ifaces.retain(|i| !named(i));
     }
     if let Some(nets) = spec.pointer_mut("/networks").and_then(Value::as_array_mut) {
-        nets.retain(|n| {
-            !n.get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| absent.iter().any(|a| a == n))
-        });
+        nets.retain(|n| !named(n));
     }
 }
 
@@ -437,7 +427,7 @@ mod tests {
                                          "storageClassName": "fast"},
                              "source": {"blank": {}}}}],
                 "template": {
-                    "metadata": {"annotations": {PCI_TOPOLOGY_ANNOTATION: "v3"}},
+                    "metadata": {"annotations": {"kubevirt.io/pci-topology-version": "v3"}},
                     "spec": {
                         "architecture": "amd64",
                         "domain": {
@@ -464,24 +454,24 @@ mod tests {
     }
 
     #[test]
-    fn normalisation_drops_what_kubevirt_writes() {
+    fn normalisation_drops_bookkeeping_and_the_fields_wukong_carries_over() {
         let n = normalize_vm(&sample());
         assert!(n.get("status").is_none());
         assert!(n["metadata"].get("resourceVersion").is_none());
-        assert!(n["metadata"].get("annotations").is_none());
+        // Only the revision annotation goes: other writers' keys are left out by the view.
+        assert_eq!(
+            n["metadata"]["annotations"],
+            json!({"kubevirt.io/latest-observed-api-version": "v1"})
+        );
         let tspec = &n["spec"]["template"]["spec"];
         assert!(tspec.get("architecture").is_none());
         assert!(tspec["domain"].get("machine").is_none());
         assert!(tspec["domain"].get("firmware").is_none());
         assert!(
-            n["spec"]["template"]["metadata"]
-                .get("annotations")
-                .is_none()
-        );
-        assert!(
             n["spec"]["dataVolumeTemplates"][0]["metadata"]
                 .get("creationTimestamp")
-                .is_none()
+                .is_none(),
+            "nulls are dropped"
         );
     }
 

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::cluster::{self, Instance, KubeVirtConfig};
 use super::shape::{self, Binding, DiskShape, Nic, VmShape, set_pointer};
+use super::view;
 use super::{Change, Class, Step};
 use crate::fleet;
 use crate::identity::{ObjectRef, WUKONG_PREFIX};
@@ -102,25 +103,17 @@ pub fn plan_vm(input: &VmInput<'_>) -> VmPlan {
         };
     };
 
-    let live_full = shape::normalize_vm(live_vm);
-    let unplugging: Vec<String> = live_full
-        .pointer(IFACES)
-        .and_then(Value::as_array)
-        .map(|ifaces| {
-            ifaces
-                .iter()
-                .filter(|i| i.get("state").and_then(Value::as_str) == Some("absent"))
-                .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    // Only what the fleet declares, and what Wukong set before and no longer declares: the
+    // fields other writers add are never drift (`view`).
+    let live_full = shape::normalize_vm(&view::live_view(&desired, live_vm));
+    let unplugging = shape::unplugging(live_vm);
     // Cloned only while an unplug is in flight: the common case compares `live_full` itself.
     let stripped;
     let live_n = if unplugging.is_empty() {
         &live_full
     } else {
         let mut v = live_full.clone();
-        shape::without_absent_nics(&mut v);
+        shape::without_nics(&mut v, &unplugging);
         stripped = v;
         &stripped
     };
