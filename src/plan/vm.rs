@@ -607,6 +607,12 @@ fn differing_paths(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
         return;
     }
     match (a, b) {
+        // A map on one side only: name the keys that come or go.
+        (Value::Object(x), Value::Null) | (Value::Null, Value::Object(x)) if !x.is_empty() => {
+            for k in x.keys() {
+                differing_paths(&x[k], &Value::Null, &format!("{prefix}.{k}"), out);
+            }
+        }
         (Value::Object(x), Value::Object(y)) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
