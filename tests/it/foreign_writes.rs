@@ -227,7 +227,7 @@ async fn patch_as(env: &Env, manager: &str, name: &str, patch: Value) {
 
 /// `wukong plan --detailed-exitcode` of the fleet: its exit code and output.
 async fn detailed_plan(env: &Env, path: &Path) -> (i32, String) {
-    let args = vec![
+    let args = [
         "plan".to_string(),
         path.display().to_string(),
         "--kubeconfig".into(),
