@@ -29,7 +29,7 @@ use super::report::{Report, StepResult, what};
 use super::verify::{self, Verdict};
 use crate::identity::{Kind, LABEL_SET, ObjectRef};
 use crate::live::{LiveKind, label, owned_by, quantity_at, str_at};
-use crate::plan::shape::{normalize_vm, unplugging, without_nics};
+use crate::plan::shape::{normalize, unplugging, without_nics};
 use crate::plan::view::live_view;
 use crate::plan::vm::{ANNOTATION_DISK_SIZE, take_back};
 use crate::plan::{Change, Class, Plan, Step, references};
@@ -417,8 +417,8 @@ impl Executor<'_> {
                 // As the planner judged it: what the plan's manifest declares, not what other
                 // writers added.
                 let mut n = match self.plan.writes.get(id) {
-                    Some(write) => normalize_vm(&live_view(&normalize_vm(write), &vm)),
-                    None => normalize_vm(&vm),
+                    Some(write) => normalize(&live_view(&normalize(write), &vm)),
+                    None => normalize(&vm),
                 };
                 without_nics(&mut n, &unplugging(&vm));
                 Ok(n)

@@ -437,9 +437,12 @@ fn plan_nads(
             }
             Some(l) => {
                 record_basis(&mut plan.basis, "NetworkAttachmentDefinition", l);
-                let same = nad_config(l) == nad_config(manifest)
-                    && l.pointer("/metadata/labels") == manifest.pointer("/metadata/labels")
-                    && resource_name(l) == resource_name(manifest);
+                // Only what the fleet declares: other writers' labels and annotations are not
+                // drift (`view`).
+                let same = {
+                    let declared = shape::normalize(manifest);
+                    declared == shape::normalize(&view::live_view(&declared, l))
+                };
                 if !same {
                     creates.push(
                         Step::new(
@@ -459,12 +462,6 @@ fn plan_nads(
         }
     }
     NadSteps { creates }
-}
-
-fn resource_name(nad: &Value) -> Option<&str> {
-    nad.pointer("/metadata/annotations")
-        .and_then(|a| a.get("k8s.v1.cni.cncf.io/resourceName"))
-        .and_then(Value::as_str)
 }
 
 /// Owned VMs that the fleet no longer declares. Returns the VMs deleted by the plan.
@@ -554,7 +551,7 @@ fn plan_deletes(
     for id in &deleted {
         if let Some(object) = live.objects.get(id) {
             record_basis(&mut plan.basis, "VirtualMachine", object);
-            plan.before.insert(id.clone(), shape::normalize_vm(object));
+            plan.before.insert(id.clone(), shape::normalize(object));
         }
     }
     deleted

@@ -190,7 +190,7 @@ fn yaml_for_diff(object: Option<&Value>) -> String {
     };
     // A VM is compared as the planner compares it: without the fields KubeVirt writes.
     let mut object = if object.get("kind").and_then(Value::as_str) == Some("VirtualMachine") {
-        super::shape::normalize_vm(object)
+        super::shape::normalize(object)
     } else {
         object.clone()
     };

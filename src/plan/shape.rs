@@ -1,6 +1,6 @@
 //! What a VirtualMachine manifest says, in the terms the planner compares: CPU topology,
 //! memory, disks, interfaces, power. The same extraction reads a rendered (desired) VM and a
-//! live one, after [`normalize_vm`] has removed what KubeVirt writes itself.
+//! live one, after [`normalize`] has removed what KubeVirt writes itself.
 
 use serde_json::{Map, Value};
 
@@ -246,12 +246,12 @@ pub fn set_pointer(v: &mut Value, pointer: &str, value: Value) {
     *cur = value;
 }
 
-/// Normalise a VirtualMachine for comparison: keep what a fleet can declare (name, namespace,
+/// Normalise a manifest (a VirtualMachine, or a NAD) for comparison: keep what a fleet can declare (name, namespace,
 /// labels, annotations, spec), and drop Wukong's revision annotation (a new Git revision is not
 /// a change of the VM), the fields KubeVirt's webhook sets at creation that Wukong carries over
 /// in its writes (firmware uuid and serial, architecture, machine type), and nulls. What other
 /// writers add is left out by [`super::view::live_view`], not here.
-pub fn normalize_vm(vm: &Value) -> Value {
+pub fn normalize(vm: &Value) -> Value {
     let mut out = Map::new();
     for key in ["apiVersion", "kind"] {
         if let Some(v) = vm.get(key) {
@@ -455,7 +455,7 @@ mod tests {
 
     #[test]
     fn normalisation_drops_bookkeeping_and_the_fields_wukong_carries_over() {
-        let n = normalize_vm(&sample());
+        let n = normalize(&sample());
         assert!(n.get("status").is_none());
         assert!(n["metadata"].get("resourceVersion").is_none());
         // Only the revision annotation goes: other writers' keys are left out by the view.
@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn shape_reads_cpu_memory_disks_and_nics() {
-        let s = VmShape::of(&normalize_vm(&sample()));
+        let s = VmShape::of(&normalize(&sample()));
         assert_eq!(s.cpu.sockets, 2);
         assert_eq!(s.cpu.max_sockets, Some(8));
         assert_eq!(s.memory.guest, Some("2Gi".parse().unwrap()));
@@ -494,7 +494,7 @@ mod tests {
 
     #[test]
     fn absent_nics_are_removed_with_their_networks() {
-        let mut vm = normalize_vm(&sample());
+        let mut vm = normalize(&sample());
         without_absent_nics(&mut vm);
         let s = VmShape::of(&vm);
         assert_eq!(s.nics.len(), 1);
@@ -509,7 +509,7 @@ mod tests {
 
     #[test]
     fn rest_excludes_the_typed_parts() {
-        let vm = normalize_vm(&sample());
+        let vm = normalize(&sample());
         let (tspec, other) = rest(&vm);
         assert_eq!(
             tspec,

@@ -84,7 +84,7 @@ fn rank(step: &Step, growing: bool) -> u8 {
 /// Plan one VM.
 pub fn plan_vm(input: &VmInput<'_>) -> VmPlan {
     let id = input.id;
-    let desired = shape::normalize_vm(input.desired);
+    let desired = shape::normalize(input.desired);
     let d = VmShape::of(&desired);
     let Some(live_vm) = input.live_vm else {
         let mut reason = match &input.vm.set {
@@ -105,7 +105,7 @@ pub fn plan_vm(input: &VmInput<'_>) -> VmPlan {
 
     // Only what the fleet declares, and what Wukong set before and no longer declares: the
     // fields other writers add are never drift (`view`).
-    let live_full = shape::normalize_vm(&view::live_view(&desired, live_vm));
+    let live_full = shape::normalize(&view::live_view(&desired, live_vm));
     let unplugging = shape::unplugging(live_vm);
     // Cloned only while an unplug is in flight: the common case compares `live_full` itself.
     let stripped;

@@ -82,9 +82,18 @@ fn foreign_writes(vm: &mut Value) {
 }
 
 fn with_foreign_writes(mut live: LiveState) -> LiveState {
-    for (id, vm) in live.objects.iter_mut() {
-        if id.kind == wukong::identity::Kind::VirtualMachine {
-            foreign_writes(vm);
+    for (id, object) in live.objects.iter_mut() {
+        match id.kind {
+            wukong::identity::Kind::VirtualMachine => foreign_writes(object),
+            // Someone labels and annotates a network attachment.
+            wukong::identity::Kind::NetworkAttachmentDefinition => {
+                plan::shape::set_pointer(object, "/metadata/labels/team", json!("network"));
+                plan::shape::set_pointer(
+                    object,
+                    "/metadata/annotations/description",
+                    json!("handmade"),
+                );
+            }
         }
     }
     live
