@@ -81,6 +81,7 @@ mod tests {
         let mut plan = Plan {
             fleet: "f".into(),
             revision: "r".into(),
+            kubevirt: "KubeVirt v1.9.0".into(),
             steps: vec![Step {
                 target: ObjectRef::vm("default", "new"),
                 change: Change::Create,

@@ -33,7 +33,8 @@ pub fn base_cluster(storage_classes: &[&str]) -> LiveState {
         LiveKind::KubeVirt,
         json!({"metadata": {"name": "kubevirt", "namespace": "kubevirt", "resourceVersion": "1"},
                "spec": {"workloadUpdateStrategy": {"workloadUpdateMethods": ["LiveMigrate"]},
-                        "configuration": {"vmRolloutStrategy": "LiveUpdate"}}}),
+                        "configuration": {"vmRolloutStrategy": "LiveUpdate"}},
+               "status": {"observedKubeVirtVersion": "v1.9.0"}}),
     );
     for (i, sc) in storage_classes.iter().enumerate() {
         let mut annotations = serde_json::Map::new();

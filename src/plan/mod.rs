@@ -86,7 +86,8 @@ pub enum Class {
     Restart,
     /// Never applied: it would lose data or break the VM's primary network.
     Refused,
-    /// Needs a restart the fleet does not allow.
+    /// Cannot happen now: it needs a restart the fleet does not allow, or something the
+    /// cluster lacks (a feature gate, …). The reason says which.
     Blocked,
     Delete,
 }
@@ -186,6 +187,9 @@ impl Summary {
 pub struct Plan {
     pub fleet: String,
     pub revision: String,
+    /// The KubeVirt version whose rules the plan follows, as the plan states it (reported by
+    /// the cluster, or assumed and why).
+    pub kubevirt: String,
     pub steps: Vec<Step>,
     /// The objects to write, exactly (blocked and refused changes already taken out): what
     /// the executor applies.
@@ -227,6 +231,7 @@ pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &st
     let mut plan = Plan {
         fleet: fleet.settings.name.clone(),
         revision: revision.to_owned(),
+        kubevirt: kv.describe(),
         steps: Vec::new(),
         writes: BTreeMap::new(),
         before: BTreeMap::new(),

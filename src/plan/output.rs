@@ -112,7 +112,11 @@ pub fn text(plan: &Plan, colour_on: bool) -> String {
         }
     };
     let mut out = String::new();
-    let _ = writeln!(out, "Fleet {} at revision {}\n", plan.fleet, plan.revision);
+    let _ = writeln!(
+        out,
+        "Fleet {} at revision {}, planned for {}\n",
+        plan.fleet, plan.revision, plan.kubevirt
+    );
     if plan.steps.is_empty() {
         let _ = writeln!(out, "No changes: the cluster matches the fleet.");
     }
@@ -245,7 +249,12 @@ pub fn markdown(plan: &Plan) -> String {
         cell(&plan.fleet).replace('`', "'"),
         cell(&plan.revision).replace('`', "'")
     );
-    let _ = writeln!(out, "**{}**\n", summary_line(&s));
+    let _ = writeln!(
+        out,
+        "**{}** (planned for {})\n",
+        summary_line(&s),
+        cell(&plan.kubevirt)
+    );
     let _ = writeln!(
         out,
         "| create | live | restart | refused | blocked | delete |\n|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} |\n",
@@ -389,6 +398,8 @@ struct SavedPlan {
     kind: String,
     fleet: String,
     revision: String,
+    #[serde(default)]
+    kubevirt: String,
     steps: Vec<SavedStep>,
     #[serde(default)]
     notes: Vec<String>,
@@ -480,6 +491,7 @@ pub fn load(file: &str, text: &str) -> Result<Plan, LoadError> {
     Ok(Plan {
         fleet: saved.fleet,
         revision: saved.revision,
+        kubevirt: saved.kubevirt,
         steps,
         writes,
         before: BTreeMap::new(),
@@ -497,6 +509,7 @@ pub fn json(plan: &Plan) -> Value {
     json!({
         "fleet": plan.fleet,
         "revision": plan.revision,
+        "kubevirt": plan.kubevirt,
         "hasChanges": plan.has_changes(),
         "summary": plan.summary(),
         "steps": plan.steps.iter().map(step_json).collect::<Vec<_>>(),
@@ -512,6 +525,7 @@ mod tests {
         Plan {
             fleet: "prod".into(),
             revision: "abc".into(),
+            kubevirt: "KubeVirt v1.9.0".into(),
             steps,
             writes: BTreeMap::new(),
             before: BTreeMap::new(),

@@ -125,12 +125,13 @@ pub fn plan_vm(input: &VmInput<'_>) -> VmPlan {
         instance: instance.as_ref(),
         restart_pending: cluster::restart_required(live_vm),
         stays_running: instance.is_some() && d.run_strategy != "Halted",
+        architecture: str_at(live_vm, &["spec", "template", "spec", "architecture"]),
     };
 
     let mut steps = Vec::new();
     power_steps(&ctx, &d, &l, &mut steps);
     cpu_step(&ctx, &d, &l, input.vm.spec.hot_plug, &mut steps);
-    memory_step(&ctx, &d, &l, input.vm.spec.hot_plug, &mut steps);
+    memory_step(&ctx, &desired, &d, &l, input.vm.spec.hot_plug, &mut steps);
     disk_steps(&ctx, input, &d, &l, &mut steps);
     nic_steps(&ctx, &d, &l, &mut steps);
     // Equal manifests cannot differ in the parts the typed comparisons leave over.
@@ -165,24 +166,52 @@ struct Ctx<'a> {
     restart_pending: Option<String>,
     /// It has an instance now and keeps running: changes must be live or wait for a restart.
     stays_running: bool,
+    /// The template's `architecture`, as KubeVirt's webhook filled it in (facts §6).
+    architecture: Option<&'a str>,
+}
+
+/// What a live change needs from KubeVirt besides its own checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// CPU and memory: the VM controller's LiveUpdate handlers, gated by RestartRequired, then a
+    /// migration by the workload updater (facts §1, §2).
+    Hotplug,
+    /// NICs: the network synchroniser, which neither the rollout strategy nor RestartRequired
+    /// gates, then a migration unless Multus' dynamic networks controller plugs in place
+    /// (facts §3, §6).
+    Nic,
+    /// nodeSelector, affinity, tolerations: patched into the running instance by the LiveUpdate
+    /// handlers (gated like CPU), applied at its next migration or restart (facts §6).
+    Scheduling,
 }
 
 const NOT_RUNNING: &str = "the VM is not running: takes effect when it next starts";
 
 impl Ctx<'_> {
-    /// Why a migration-based live change cannot happen now (the checks after the field's own).
-    fn migration_blocker(&self, gated_by_restart_required: bool) -> Option<String> {
-        if gated_by_restart_required && let Some(msg) = &self.restart_pending {
+    /// Why a live change on `path` cannot happen now (the checks after the field's own).
+    fn blocker(&self, path: Path) -> Option<String> {
+        if matches!(path, Path::Hotplug | Path::Scheduling)
+            && let Some(msg) = &self.restart_pending
+            && self.kv.blocks_live_changes(msg)
+        {
             return Some(format!(
-                "the VM already has RestartRequired ({msg}); KubeVirt makes no live CPU or memory change until it restarts"
+                "the VM already has RestartRequired ({msg}); KubeVirt makes no live CPU, memory or scheduling change until it restarts"
             ));
         }
         let instance = self.instance?;
         if !instance.running {
             return Some("the VM's instance is not Running yet".into());
         }
-        if let Some(b) = self.kv.live_blocker() {
-            return Some(b);
+        let cluster = match path {
+            Path::Hotplug => self.kv.live_blocker(),
+            Path::Nic => self.kv.migration_blocker(),
+            Path::Scheduling => (!self.kv.live_update).then(|| {
+                "the cluster's vmRolloutStrategy is Stage: template changes wait for a restart"
+                    .to_owned()
+            }),
+        };
+        if cluster.is_some() || path == Path::Scheduling {
+            return cluster;
         }
         instance
             .migratable
@@ -191,14 +220,15 @@ impl Ctx<'_> {
             .map(|m| format!("the VM is not live-migratable: {m}"))
     }
 
-    /// Class and reason of a change that is live when `check` passes and KubeVirt can migrate.
-    fn classify(&self, check: Result<String, String>, gated: bool) -> (Class, String) {
+    /// Class and reason of a change that is live when `check` passes and KubeVirt can carry it
+    /// out on `path`.
+    fn classify(&self, check: Result<String, String>, path: Path) -> (Class, String) {
         if !self.stays_running {
             return (Class::Live, NOT_RUNNING.into());
         }
         match check {
             Err(why) => (Class::Restart, why),
-            Ok(how) => match self.migration_blocker(gated) {
+            Ok(how) => match self.blocker(path) {
                 Some(why) => (Class::Restart, why),
                 None => (Class::Live, how),
             },
@@ -285,6 +315,7 @@ fn cpu_step(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, hot_plug: bool, steps: &mut
         let Some(instance) = ctx.instance else {
             return Ok(String::new());
         };
+        // `handleCPUChangeRequest` (kv:`pkg/virt-controller/watch/vm/vm.go` L622-673, facts §1).
         if d.cpu.sockets < instance.sockets {
             return Err(
                 "KubeVirt cannot remove CPU sockets from a running VM (Reduction of CPU socket count requires a restart)".into(),
@@ -298,12 +329,15 @@ fn cpu_step(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, hot_plug: bool, steps: &mut
                 "{} sockets exceed maxSockets {m} of the running instance",
                 d.cpu.sockets
             )),
+            Some(_) if ctx.architecture == Some("arm64") => Err(
+                "KubeVirt has no CPU hot-plug on arm64 (ARM doesn't support CPU hotplug)".into(),
+            ),
             Some(m) => Ok(format!(
                 "hot-plugged through a live migration (maxSockets {m})"
             )),
         }
     };
-    let (class, reason) = ctx.classify(check(), true);
+    let (class, reason) = ctx.classify(check(), Path::Hotplug);
     steps.push(Step::new(ctx.id, Change::Cpu, class, reason).values(
         Some(cpu_text(&l.cpu, &d.cpu)),
         Some(cpu_text(&d.cpu, &l.cpu)),
@@ -340,7 +374,75 @@ fn mem_text(m: &shape::Memory, other: &shape::Memory) -> String {
     s
 }
 
-fn memory_step(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, hot_plug: bool, steps: &mut Vec<Step>) {
+/// KubeVirt's `memory.ValidateLiveUpdateMemory` (kv:`pkg/liveupdate/memory/memory.go` L53-107,
+/// facts §2), in its order and with its messages, over the VM template to be written and the
+/// running instance's `maxGuest`. The VM controller turns a failure into RestartRequired
+/// `memory hotplug not supported, <message>` (kv:`pkg/virt-controller/watch/vm/vm.go`
+/// L3501-3503).
+fn validate_live_memory(
+    desired: &Value,
+    guest: Quantity,
+    max_guest: Quantity,
+    architecture: Option<&str>,
+) -> Result<(), &'static str> {
+    /// `HotplugBlockAlignmentBytes`, and `Hotplug1GHugePagesBlockAlignmentBytes` with 1Gi pages.
+    const ALIGN: u64 = 2 << 20;
+    const ALIGN_1G_PAGES: u64 = 1 << 30;
+    /// `requiredMinGuestMemory`.
+    const MIN_GUEST: u64 = 1 << 30;
+    let domain = desired
+        .pointer("/spec/template/spec/domain")
+        .unwrap_or(&Value::Null);
+    if domain.pointer("/cpu/realtime").is_some() {
+        return Err("Memory hotplug is not compatible with realtime VMs");
+    }
+    if domain
+        .pointer("/cpu/numa/guestMappingPassthrough")
+        .is_some()
+    {
+        return Err("Memory hotplug is not compatible with guest mapping passthrough");
+    }
+    if domain.get("launchSecurity").is_some() {
+        return Err("Memory hotplug is not compatible with encrypted VMs");
+    }
+    let one_gi_pages = str_at(domain, &["memory", "hugepages", "pageSize"]) == Some("1Gi");
+    let align = if one_gi_pages { ALIGN_1G_PAGES } else { ALIGN };
+    if guest > max_guest {
+        return Err("Guest memory is greater than the configured maxGuest memory");
+    }
+    let aligned = |q: Quantity| q.as_u64().is_some_and(|b| b % align == 0);
+    if !aligned(guest) {
+        return Err(if one_gi_pages {
+            "Guest memory must be 1Gi aligned"
+        } else {
+            "Guest memory must be 2Mi aligned"
+        });
+    }
+    if !aligned(max_guest) {
+        return Err(if one_gi_pages {
+            "MaxGuest must be 1Gi aligned"
+        } else {
+            "MaxGuest must be 2Mi aligned"
+        });
+    }
+    // The webhook fills in the architecture (facts §6); a VM without one is not judged here.
+    if architecture.is_some_and(|a| a != "amd64") {
+        return Err("Memory hotplug is only available for x86_64 VMs");
+    }
+    if guest.as_u64().is_none_or(|b| b < MIN_GUEST) {
+        return Err("Memory hotplug is only available for VMs with at least 1Gi of guest memory");
+    }
+    Ok(())
+}
+
+fn memory_step(
+    ctx: &Ctx<'_>,
+    desired: &Value,
+    d: &VmShape,
+    l: &VmShape,
+    hot_plug: bool,
+    steps: &mut Vec<Step>,
+) {
     if d.memory == l.memory {
         return;
     }
@@ -367,11 +469,12 @@ fn memory_step(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, hot_plug: bool, steps: &
         let Some(max) = instance.max_guest else {
             return Err("memory hot-plug is not available for this VM: the running instance has no maxGuest".into());
         };
-        if guest > max {
-            return Err(format!(
-                "{guest} exceeds maxGuest {max} of the running instance"
-            ));
-        }
+        validate_live_memory(desired, guest, max, ctx.architecture)
+            .map_err(|e| {
+                format!(
+                    "memory hotplug not supported, {e} ({guest}; the running instance has maxGuest {max})"
+                )
+            })?;
         if let Some(boot) = instance.guest_at_boot
             && guest < boot
         {
@@ -387,7 +490,7 @@ fn memory_step(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, hot_plug: bool, steps: &
             ))
         }
     };
-    let (class, reason) = ctx.classify(check(), true);
+    let (class, reason) = ctx.classify(check(), Path::Hotplug);
     steps.push(Step::new(ctx.id, Change::Memory, class, reason).values(
         Some(mem_text(&l.memory, &d.memory)),
         Some(mem_text(&d.memory, &l.memory)),
@@ -478,9 +581,12 @@ fn disk_steps(ctx: &Ctx<'_>, input: &VmInput<'_>, d: &VmShape, l: &VmShape, step
                     id.namespace, have.volume
                 ))
             };
-            steps.push(match refusal {
-                Some(why) => step(Class::Refused, why),
-                None => step(
+            steps.push(match (refusal, ctx.kv.expand_disks()) {
+                (Some(why), _) => step(Class::Refused, why),
+                // Growing the PVC alone would leave the VM at its old size until the cluster
+                // enables the gate: wait for that instead.
+                (None, Err(why)) => step(Class::Blocked, why),
+                (None, Ok(())) => step(
                     Class::Live,
                     "the PVC grows (never the DataVolume, whose spec is immutable) and KubeVirt passes the new size to the VM; the guest's partition and filesystem grow at its next boot (cloud-init growpart) or by hand (growpart, resize2fs)".into(),
                 ),
@@ -517,18 +623,24 @@ fn nic_steps(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, steps: &mut Vec<Step>) {
     let id = ctx.id;
     let live_nics: BTreeMap<&str, &Nic> = l.nics.iter().map(|n| (n.name.as_str(), n)).collect();
     let desired_nics: BTreeMap<&str, &Nic> = d.nics.iter().map(|n| (n.name.as_str(), n)).collect();
-    // NIC hot-plug is not gated by RestartRequired or the rollout strategy, but it needs a
-    // migration unless the cluster runs Multus' dynamic networks controller.
+    // NIC hot-plug is not gated by RestartRequired or the rollout strategy (facts §3), but it
+    // needs a migration unless the cluster runs Multus' dynamic networks controller.
     let migration = |how: &str| -> Result<String, String> {
-        if !ctx.kv.known || !ctx.kv.live_migrate {
-            return Err(ctx.kv.live_blocker().unwrap_or_default());
+        match ctx.kv.migration_blocker() {
+            Some(why) => Err(why),
+            None => Ok(how.to_owned()),
         }
-        Ok(how.to_owned())
     };
+    // A VM that declares no interface got the default pod network at start (kv:
+    // `pkg/network/vmispec/defaults.go` L33-58); adding one drops that default, which KubeVirt
+    // sees as a removed interface (`haveCurrentIfacesBeenRemoved`, kv:
+    // `pkg/network/vmliveupdate/restart.go` L81-89, facts §3).
+    let no_interfaces = l.nics.is_empty();
     for (name, want) in &desired_nics {
         match live_nics.get(name) {
             None => {
                 let check = match &want.binding {
+                    _ if no_interfaces => Err("the VM declares no interfaces, so its instance runs KubeVirt's default pod network; declaring interfaces replaces it, which needs a restart".into()),
                     Binding::Bridge => migration("hot-plugged (bridge binding)"),
                     Binding::Sriov => migration("hot-plugged through a live migration (SR-IOV)"),
                     Binding::Plugin(p) if p == "macvtap" => Err("macvlan networks use KubeVirt's macvtap binding plugin (KubeVirt's bridge binding does not work with macvlan), which cannot be hot-plugged".into()),
@@ -537,7 +649,7 @@ fn nic_steps(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, steps: &mut Vec<Step>) {
                         other.describe()
                     )),
                 };
-                let (class, reason) = ctx.classify(check, false);
+                let (class, reason) = ctx.classify(check, Path::Nic);
                 steps.push(
                     Step::new(id, Change::NicAttach, class, reason)
                         .item(*name)
@@ -550,13 +662,20 @@ fn nic_steps(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, steps: &mut Vec<Step>) {
                     ..(*have).clone()
                 } == **want;
                 let check = if only_nad && want.binding == Binding::Bridge {
-                    migration(
-                        "the network attachment changes through a live migration (LiveUpdateNADRef)",
-                    )
+                    if ctx.kv.nad_swap_live() {
+                        migration(
+                            "the network attachment changes through a live migration (LiveUpdateNADRef)",
+                        )
+                    } else {
+                        Err(format!(
+                            "{} marks a change of an interface's network attachment RestartRequired (live NAD swap needs v1.8 with LiveUpdateNADRef)",
+                            ctx.kv.describe()
+                        ))
+                    }
                 } else {
                     Err("an existing interface's binding, MAC or network changes".into())
                 };
-                let (class, reason) = ctx.classify(check, false);
+                let (class, reason) = ctx.classify(check, Path::Nic);
                 steps.push(
                     Step::new(id, Change::NicChange, class, reason)
                         .item(*name)
@@ -595,8 +714,74 @@ fn nic_steps(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, steps: &mut Vec<Step>) {
                 other.describe()
             )),
         };
-        let (class, reason) = ctx.classify(check, false);
+        let (class, reason) = ctx.classify(check, Path::Nic);
         steps.push(step(class, reason));
+    }
+}
+
+/// Where a live VM (as [`view::live_view`] shows it against `manifest`) still differs from
+/// `manifest` in what update steps change: labels, annotations and the template's metadata,
+/// `runStrategy`, and the scheduling fields. Empty once a write of `manifest` was stored; the
+/// executor checks it so that a write the API server did not keep (a field another manager
+/// owns) is never reported done.
+///
+/// `before` is the VM as the plan saw it: what it had and `manifest` drops must be gone from
+/// the stored VM, not only from Wukong's managed fields (another manager may still own it).
+pub fn unstored_updates(manifest: &Value, live: &Value, before: Option<&Value>) -> Vec<String> {
+    let declared = shape::normalize(manifest);
+    let seen = shape::normalize(&view::live_view(&declared, live));
+    let (dt, dother) = shape::rest(&declared);
+    let (lt, lother) = shape::rest(&seen);
+    let mut paths = Vec::new();
+    if let Some(before) = before {
+        let (_, bother) = shape::rest(before);
+        let (_, raw) = shape::rest(&shape::normalize(live));
+        let mut removed = Vec::new();
+        removed_keys(&bother, &dother, &mut Vec::new(), &mut removed);
+        for path in removed {
+            if path
+                .iter()
+                .try_fold(&raw, |v, k| v.get(k.as_str()))
+                .is_some()
+            {
+                paths.push(format!("{} (still there)", path.join(".")));
+            }
+        }
+    }
+    differing_paths(&lother, &dother, "", &mut paths);
+    differing_paths(
+        &scheduling_split(&lt).0,
+        &scheduling_split(&dt).0,
+        "spec.template.spec",
+        &mut paths,
+    );
+    differing_paths(
+        seen.pointer("/spec/runStrategy").unwrap_or(&Value::Null),
+        declared
+            .pointer("/spec/runStrategy")
+            .unwrap_or(&Value::Null),
+        "spec.runStrategy",
+        &mut paths,
+    );
+    paths
+}
+
+/// The key paths `before` has and `after` does not.
+fn removed_keys(before: &Value, after: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    let Some(b) = before.as_object() else {
+        return;
+    };
+    for (k, v) in b {
+        path.push(k.clone());
+        match after.get(k) {
+            // A whole map goes: name its keys.
+            None if v.as_object().is_some_and(|m| !m.is_empty()) => {
+                removed_keys(v, &Value::Object(serde_json::Map::new()), path, out);
+            }
+            None => out.push(path.clone()),
+            Some(a) => removed_keys(v, a, path, out),
+        }
+        path.pop();
     }
 }
 
@@ -628,9 +813,48 @@ fn differing_paths(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Template fields KubeVirt's LiveUpdate handlers copy into the running instance
+/// (`handleAffinityChangeRequest`, `handleTolerationsChangeRequest`, kv:
+/// `pkg/virt-controller/watch/vm/vm.go` L749-806; the live-updatable set of
+/// `syncRestartRequired`, L3026-3041; facts §6). They take effect at the instance's next
+/// migration or restart; nothing moves now.
+pub const SCHEDULING_FIELDS: [&str; 3] = ["nodeSelector", "affinity", "tolerations"];
+
+/// The item of the step that changes [`SCHEDULING_FIELDS`]; the step of every other template
+/// field has the item `spec.template.spec: <paths>`.
+const SCHEDULING_ITEM: &str = "spec.template.spec scheduling";
+
+/// Split a template spec into its scheduling fields and the rest.
+fn scheduling_split(tspec: &Value) -> (Value, Value) {
+    let mut rest = tspec.clone();
+    let mut scheduling = serde_json::Map::new();
+    if let Some(m) = rest.as_object_mut() {
+        for key in SCHEDULING_FIELDS {
+            if let Some(v) = m.remove(key) {
+                scheduling.insert(key.into(), v);
+            }
+        }
+    }
+    (Value::Object(scheduling), rest)
+}
+
 fn rest_steps(ctx: &Ctx<'_>, desired: &Value, live: &Value, steps: &mut Vec<Step>) {
     let (dt, dother) = shape::rest(desired);
     let (lt, lother) = shape::rest(live);
+    let (dsched, dt) = scheduling_split(&dt);
+    let (lsched, lt) = scheduling_split(&lt);
+    if dsched != lsched {
+        let mut paths = Vec::new();
+        differing_paths(&lsched, &dsched, "", &mut paths);
+        let (class, reason) = ctx.classify(
+            Ok("KubeVirt copies it into the running instance (LiveUpdate); it takes effect at the instance's next migration or restart".into()),
+            Path::Scheduling,
+        );
+        steps.push(
+            Step::new(ctx.id, Change::Update, class, reason)
+                .item(format!("{SCHEDULING_ITEM}: {}", paths.join(", "))),
+        );
+    }
     if dt != lt {
         let mut paths = Vec::new();
         differing_paths(&lt, &dt, "", &mut paths);
@@ -873,12 +1097,12 @@ fn write_manifest(
 pub fn take_back(w: &mut Value, desired: &Value, live: &Value, steps: &[&Step]) {
     // Other template fields first: that step takes the whole template back to the live one,
     // and the typed parts are then put back on top.
-    if steps.iter().any(|s| {
-        s.change == Change::Update
-            && s.item
-                .as_deref()
-                .is_some_and(|i| i.starts_with("spec.template.spec"))
-    }) {
+    let update_of = |prefix: &str| {
+        steps.iter().any(|s| {
+            s.change == Change::Update && s.item.as_deref().is_some_and(|i| i.starts_with(prefix))
+        })
+    };
+    if update_of("spec.template.spec:") {
         let desired_tspec = desired
             .pointer("/spec/template/spec")
             .cloned()
@@ -890,7 +1114,8 @@ pub fn take_back(w: &mut Value, desired: &Value, live: &Value, steps: &[&Step]) 
         ) {
             *t = l.clone();
         }
-        for key in ["startStrategy"] {
+        // The scheduling fields have their own step, and startStrategy its own handling.
+        for key in SCHEDULING_FIELDS.into_iter().chain(["startStrategy"]) {
             if let Some(t) = tspec_mut(w) {
                 match desired_tspec.get(key) {
                     Some(v) => {
@@ -945,6 +1170,11 @@ pub fn take_back(w: &mut Value, desired: &Value, live: &Value, steps: &[&Step]) 
         };
         for n in dv_names(desired).into_iter().chain(dv_names(live)) {
             copy_disk(w, desired, &n);
+        }
+    }
+    if update_of(SCHEDULING_ITEM) {
+        for key in SCHEDULING_FIELDS {
+            copy_field(w, live, &format!("/spec/template/spec/{key}"));
         }
     }
     for s in steps {

@@ -50,6 +50,9 @@ pub fn objects() -> Vec<(
                         "liveUpdateConfiguration": {"maxHotplugRatio": 4},
                     },
                 },
+                // virt-operator reports the version it deployed (kv:
+                // `staging/src/kubevirt.io/api/core/v1/types.go` `KubeVirtStatus`).
+                "status": {"observedKubeVirtVersion": "v1.9.0"},
             }),
         ),
         (
@@ -94,8 +97,31 @@ pub fn seed(store: &mut Store) -> Result<(), store::Error> {
         let Some(r) = resources::find(group, version, plural) else {
             continue;
         };
+        let status = object.get("status").cloned();
         match store.create(r, namespace, object, false) {
-            Ok(_) | Err(store::Error::AlreadyExists { .. }) => {}
+            // A create ignores `status` of kinds with a status subresource: write it the way
+            // their controller does.
+            Ok(created) => {
+                if let Some(status) = status
+                    && r.status
+                {
+                    let mut with_status = created;
+                    with_status["status"] = status;
+                    let name = with_status["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    store.update(
+                        r,
+                        namespace,
+                        &name,
+                        with_status,
+                        store::Target::Status,
+                        false,
+                    )?;
+                }
+            }
+            Err(store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }
     }

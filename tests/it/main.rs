@@ -14,6 +14,7 @@ mod examples;
 mod foreign_writes;
 mod injection;
 mod kubectl;
+mod kubevirt_rules;
 mod plan;
 mod plan_e2e;
 mod plan_props;
