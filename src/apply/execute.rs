@@ -31,7 +31,7 @@ use crate::identity::{Kind, LABEL_SET, ObjectRef};
 use crate::live::{LiveKind, label, owned_by, quantity_at, str_at};
 use crate::plan::shape::{normalize, unplugging, without_nics};
 use crate::plan::view::live_view;
-use crate::plan::vm::{ANNOTATION_DISK_SIZE, take_back};
+use crate::plan::vm::{ANNOTATION_DISK_SIZE, take_back, unstored_updates};
 use crate::plan::{Change, Class, Plan, Step, references};
 use crate::quantity::Quantity;
 
@@ -593,7 +593,15 @@ impl Executor<'_> {
             | Change::Disk
             | Change::Update => {
                 let manifest = staged();
-                let want = manifest.as_ref().and_then(|m| hotplug_target(step, m));
+                let mut want = manifest.as_ref().and_then(|m| hotplug_target(step, m));
+                if let Some(Want::Swapped { before, .. }) = &mut want {
+                    // The swap is proven by a migration after this write.
+                    *before = match self.observe(id, None).await {
+                        Ok(o) => verify::migration_uid(o.vmi.as_ref()),
+                        Err(e) => return call_failed(step, &e),
+                    };
+                }
+                let written = manifest.clone();
                 if let Err(r) = self.write(step, manifest).await {
                     return r;
                 }
@@ -601,7 +609,7 @@ impl Executor<'_> {
                     return StepResult::done(step, "written; the VM's restart applies it");
                 }
                 let Some(want) = want else {
-                    return StepResult::done(step, "written");
+                    return self.stored(step, written.as_ref()).await;
                 };
                 if !self.running(id).await {
                     return StepResult::done(
@@ -611,6 +619,33 @@ impl Executor<'_> {
                 }
                 self.hotplug(step, &want).await
             }
+        }
+    }
+
+    /// A live update (labels, annotations, runStrategy, scheduling) is done only once the VM
+    /// as stored carries it: server-side apply keeps a field another manager also owns, and
+    /// such a write changes nothing.
+    async fn stored(&self, step: &Step, written: Option<&Value>) -> StepResult {
+        let Some(written) = written else {
+            return StepResult::done(step, "written");
+        };
+        let live = match self.observe(&step.target, None).await {
+            Ok(o) => o.vm,
+            Err(e) => return call_failed(step, &e),
+        };
+        let Some(live) = live else {
+            return StepResult::failed(step, format!("{} is gone", step.target));
+        };
+        let before = self.plan.before.get(&step.target);
+        match unstored_updates(written, &live, before).as_slice() {
+            [] => StepResult::done(step, "written; the VM as stored carries it"),
+            paths => StepResult::failed(
+                step,
+                format!(
+                    "written, but the VM as stored still differs at {}: another field manager owns it",
+                    paths.join(", ")
+                ),
+            ),
         }
     }
 
@@ -1017,6 +1052,12 @@ enum Want {
     Guest(Quantity),
     Attached(String),
     Detached(String),
+    /// Interface `name` moved to NAD `nad`, by a migration newer than `before`.
+    Swapped {
+        name: String,
+        nad: String,
+        before: Option<String>,
+    },
 }
 
 impl Want {
@@ -1027,6 +1068,9 @@ impl Want {
             Want::Guest(g) => verify::memory(vm, vmi, *g),
             Want::Attached(n) => verify::nic_attached(vm, vmi, n),
             Want::Detached(n) => verify::nic_detached(vm, vmi, n),
+            Want::Swapped { name, nad, before } => {
+                verify::nad_swapped(vm, vmi, name, nad, before.as_deref())
+            }
         }
     }
 
@@ -1036,6 +1080,9 @@ impl Want {
             Want::Guest(g) => format!("the instance's memory.guestRequested is {g}"),
             Want::Attached(n) => format!("interface {n} is in the instance (infoSource domain)"),
             Want::Detached(n) => format!("interface {n} is gone from the instance and the VM"),
+            Want::Swapped { name, nad, .. } => format!(
+                "interface {name} moved to {nad}: MigrationRequired came and went and KubeVirt's migration completed"
+            ),
         }
     }
 }
@@ -1053,7 +1100,23 @@ fn hotplug_target(step: &Step, manifest: &Value) -> Option<Want> {
             .and_then(|s| u32::try_from(s).ok())
             .map(Want::Sockets),
         Change::Memory => quantity_at(domain, &["memory", "guest"]).map(Want::Guest),
-        Change::NicAttach | Change::NicChange => step.item.clone().map(Want::Attached),
+        Change::NicAttach => step.item.clone().map(Want::Attached),
+        // The only live interface change is a NAD swap (`plan::vm`).
+        Change::NicChange => {
+            let name = step.item.clone()?;
+            let nad = manifest
+                .pointer("/spec/template/spec/networks")?
+                .as_array()?
+                .iter()
+                .find(|n| str_at(n, &["name"]) == Some(name.as_str()))
+                .and_then(|n| str_at(n, &["multus", "networkName"]))?
+                .to_owned();
+            Some(Want::Swapped {
+                name,
+                nad,
+                before: None,
+            })
+        }
         Change::NicDetach => step.item.clone().map(Want::Detached),
         _ => None,
     }

@@ -25,21 +25,62 @@ impl Verdict {
     }
 }
 
-/// A change KubeVirt turned into `RestartRequired` instead of applying it live.
-fn restart_required(vm: Option<&Value>) -> Option<Verdict> {
+/// The message of a RestartRequired that KubeVirt sets because a field that cannot change live
+/// differs (`syncRestartRequired`, facts §6).
+const NON_LIVE_CHANGE: &str = crate::plan::cluster::NON_LIVE_CHANGE;
+
+/// Which change a RestartRequired message can be about.
+#[derive(Debug, Clone, Copy)]
+enum About {
+    /// The CPU handler's messages (kv:`pkg/virt-controller/watch/vm/vm.go` L622-673, facts §1).
+    Cpu,
+    /// The memory handler's, all starting `memory` (vm.go L3452-3519, facts §2).
+    Memory,
+    /// NICs have no handler message: only the non-live difference (facts §3).
+    Nic,
+}
+
+impl About {
+    fn matches(self, message: &str) -> bool {
+        message == NON_LIVE_CHANGE
+            || match self {
+                About::Cpu => message.contains("CPU"),
+                About::Memory => message.starts_with("memory"),
+                About::Nic => false,
+            }
+    }
+}
+
+/// A change KubeVirt turned into `RestartRequired` instead of applying it live: the condition
+/// is there once KubeVirt has reconciled the VM as written (`status.desiredGeneration` caught
+/// up with `metadata.generation`, facts §6 "How a tool should decide", 1.), with a message
+/// about this change. Since v1.8 the memory handler re-sets its RestartRequired on every
+/// reconcile without stopping a CPU hot-plug, so another change's message is not this one's
+/// failure.
+fn restart_required(vm: Option<&Value>, about: About) -> Option<Verdict> {
     let vm = vm?;
-    condition_true(vm, "RestartRequired").then(|| {
-        let msg = condition(vm, "RestartRequired")
-            .and_then(|c| c.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or("RestartRequired");
-        Verdict::Failed(format!("KubeVirt requires a restart: {msg}"))
-    })
+    if !condition_true(vm, "RestartRequired") {
+        return None;
+    }
+    let generation = at(vm, &["metadata", "generation"]).and_then(Value::as_u64);
+    let desired = at(vm, &["status", "desiredGeneration"]).and_then(Value::as_u64);
+    if let (Some(g), Some(d)) = (generation, desired)
+        && d < g
+    {
+        return None;
+    }
+    let msg = condition(vm, "RestartRequired")
+        .and_then(|c| c.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("RestartRequired");
+    about
+        .matches(msg)
+        .then(|| Verdict::Failed(format!("KubeVirt requires a restart: {msg}")))
 }
 
 /// CPU hot-plug: `status.currentCPUTopology.sockets` reached `sockets` and `HotVCPUChange` is gone.
 pub fn cpu(vm: Option<&Value>, vmi: Option<&Value>, sockets: u32) -> Verdict {
-    if let Some(v) = restart_required(vm) {
+    if let Some(v) = restart_required(vm, About::Cpu) {
         return v;
     }
     let Some(vmi) = vmi else {
@@ -72,7 +113,7 @@ pub fn memory(vm: Option<&Value>, vmi: Option<&Value>, guest: Quantity) -> Verdi
             .unwrap_or("memory hot-plug failed");
         return Verdict::Failed(format!("memory hot-plug failed: {why}"));
     }
-    if let Some(v) = restart_required(vm) {
+    if let Some(v) = restart_required(vm, About::Memory) {
         return v;
     }
     let Some(vmi) = vmi else {
@@ -115,10 +156,64 @@ pub fn nic_attached(vm: Option<&Value>, vmi: Option<&Value>, name: &str) -> Verd
             "interface {name} reported by {}",
             str_at(i, &["infoSource"]).unwrap_or("nothing yet")
         )),
-        None => restart_required(vm).unwrap_or_else(|| {
+        None => restart_required(vm, About::Nic).unwrap_or_else(|| {
             Verdict::pending(format!("interface {name} not in the instance yet"))
         }),
     }
+}
+
+/// The `uid` of the instance's latest migration (`status.migrationState.migrationUid`).
+pub fn migration_uid(vmi: Option<&Value>) -> Option<String> {
+    str_at(vmi?, &["status", "migrationState", "migrationUid"]).map(str::to_owned)
+}
+
+/// NAD swap: KubeVirt copies the new `networkName` into the instance's spec at once, but only
+/// a migration moves the VM onto the new attachment (facts §3 "NAD swap"): done once
+/// `MigrationRequired` is gone and a migration newer than `before` (the instance's latest
+/// migration when the VM was written) has completed without failing. The instance's
+/// `status.interfaces` has no NAD field, so "interface present" proves nothing here.
+pub fn nad_swapped(
+    vm: Option<&Value>,
+    vmi: Option<&Value>,
+    name: &str,
+    nad: &str,
+    before: Option<&str>,
+) -> Verdict {
+    if let Some(v) = restart_required(vm, About::Nic) {
+        return v;
+    }
+    let Some(vmi) = vmi else {
+        return Verdict::pending("no instance");
+    };
+    let in_spec = at(vmi, &["spec", "networks"])
+        .and_then(Value::as_array)
+        .and_then(|nets| {
+            nets.iter()
+                .find(|n| n.get("name").and_then(Value::as_str) == Some(name))
+        })
+        .and_then(|n| str_at(n, &["multus", "networkName"]));
+    if in_spec != Some(nad) {
+        return Verdict::pending(format!(
+            "the instance's network {name} still names {}",
+            in_spec.unwrap_or("nothing")
+        ));
+    }
+    if condition_true(vmi, "MigrationRequired") {
+        return Verdict::pending("MigrationRequired is True: the migration has not run yet");
+    }
+    let state = at(vmi, &["status", "migrationState"]);
+    let uid = state.and_then(|s| str_at(s, &["migrationUid"]));
+    if uid.is_none() || uid == before {
+        return Verdict::pending("no migration since the VM was written");
+    }
+    let flag = |k: &str| state.and_then(|s| s.get(k)).and_then(Value::as_bool) == Some(true);
+    if flag("failed") {
+        return Verdict::Failed(format!("the migration that moves {name} to {nad} failed"));
+    }
+    if !flag("completed") {
+        return Verdict::pending("the migration is still running");
+    }
+    Verdict::Done
 }
 
 /// NIC unplug: gone from the instance's status and from the VM's spec (KubeVirt drops the
@@ -249,6 +344,87 @@ mod tests {
                     .into()
             )
         );
+    }
+
+    #[test]
+    fn only_this_changes_restart_required_counts_once_kubevirt_saw_the_write() {
+        let vmi = json!({"status": {"currentCPUTopology": {"sockets": 2}}});
+        let vm = |message: &str, generation: u64, desired: u64| {
+            json!({"metadata": {"generation": generation},
+                   "status": {"desiredGeneration": desired,
+                              "conditions": [{"type": "RestartRequired", "status": "True", "message": message}]}})
+        };
+        // The memory handler's RestartRequired (re-set on every reconcile since v1.8) does not
+        // stop a CPU hot-plug.
+        let memory =
+            "memory updated in template spec to a value lower than what the VM started with";
+        assert!(matches!(
+            cpu(Some(&vm(memory, 3, 3)), Some(&vmi), 4),
+            Verdict::Pending(_)
+        ));
+        assert!(matches!(
+            memory_verdict(Some(&vm(memory, 3, 3)), Some(&vmi)),
+            Verdict::Failed(_)
+        ));
+        // A non-live difference stops everything, once KubeVirt reconciled the write.
+        let non_live = crate::plan::cluster::NON_LIVE_CHANGE;
+        assert!(matches!(
+            cpu(Some(&vm(non_live, 3, 3)), Some(&vmi), 4),
+            Verdict::Failed(_)
+        ));
+        assert!(matches!(
+            cpu(Some(&vm(non_live, 4, 3)), Some(&vmi), 4),
+            Verdict::Pending(_)
+        ));
+    }
+
+    fn memory_verdict(vm: Option<&Value>, vmi: Option<&Value>) -> Verdict {
+        memory(vm, vmi, "8Gi".parse().unwrap())
+    }
+
+    #[test]
+    fn a_nad_swap_is_done_only_after_a_new_migration_completed() {
+        let vmi = |nad: &str, migration: Value, conditions: Value| {
+            json!({"spec": {"networks": [{"name": "front", "multus": {"networkName": nad}}]},
+                   "status": {"migrationState": migration, "conditions": conditions,
+                              "interfaces": [{"name": "front", "infoSource": "domain, multus-status"}]}})
+        };
+        let done = json!({"migrationUid": "m2", "completed": true});
+        let check = |v: &Value| nad_swapped(None, Some(v), "front", "new", Some("m1"));
+        // The interface is there all along: that proves nothing.
+        assert!(matches!(
+            check(&vmi("old", done.clone(), json!([]))),
+            Verdict::Pending(_)
+        ));
+        assert!(matches!(
+            check(&vmi(
+                "new",
+                done.clone(),
+                json!([{"type": "MigrationRequired", "status": "True"}])
+            )),
+            Verdict::Pending(_)
+        ));
+        assert!(matches!(
+            check(&vmi(
+                "new",
+                json!({"migrationUid": "m1", "completed": true}),
+                json!([])
+            )),
+            Verdict::Pending(_)
+        ));
+        assert!(matches!(
+            check(&vmi("new", json!({"migrationUid": "m2"}), json!([]))),
+            Verdict::Pending(_)
+        ));
+        assert!(matches!(
+            check(&vmi(
+                "new",
+                json!({"migrationUid": "m2", "completed": true, "failed": true}),
+                json!([])
+            )),
+            Verdict::Failed(_)
+        ));
+        assert_eq!(check(&vmi("new", done, json!([]))), Verdict::Done);
     }
 
     #[test]

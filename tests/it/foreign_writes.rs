@@ -343,3 +343,55 @@ async fn an_annotation_removed_from_the_fleet_is_removed_and_a_handmade_one_stay
     let (code, out) = detailed_plan(&env, &fleet).await;
     assert_eq!(code, 0, "converged after the removal: {out}");
 }
+
+#[tokio::test]
+async fn a_removal_another_manager_still_owns_is_never_reported_done() {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let env = Env::new().await;
+    let doc = |annotations: &str| {
+        vm_doc("db", 2, "4Gi", SYSTEM_DISK).replacen(
+            "  name: db\n",
+            &format!("  name: db\n  annotations: {{{annotations}}}\n"),
+            1,
+        )
+    };
+    let fleet = env.fleet(false, &doc("owner: team-a"));
+    env.converge(&fleet).await;
+    // kubectl apply --server-side of the same annotation: both managers own it now.
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
+        "virtualmachines",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), "apps", &resource);
+    api.patch(
+        "db",
+        &PatchParams::apply("kubectl"),
+        &Patch::Apply(
+            json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                             "metadata": {"name": "db", "annotations": {"owner": "team-a"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+
+    env.fleet(false, &doc(""));
+    let (code, report) = env.apply(&fleet, &[]).await;
+    assert_ne!(code, 0, "{report:#}");
+    let r = crate::apply::results(&report, "db");
+    assert!(
+        r.iter().any(|(c, o, d)| c == "update"
+            && o == "failed"
+            && d.contains("metadata.annotations.owner (still there)")
+            && d.contains("another field manager owns it")),
+        "{r:?}"
+    );
+    // Wukong no longer claims it: the next plan leaves it to its other owner.
+    assert_eq!(
+        env.get(VM, "db")
+            .unwrap()
+            .pointer("/metadata/annotations/owner"),
+        Some(&json!("team-a"))
+    );
+    let (code, out) = detailed_plan(&env, &fleet).await;
+    assert_eq!(code, 0, "{out}");
+}
