@@ -236,6 +236,28 @@ pub fn read_cluster(args: &ClusterArgs, fleet: &fleet::Fleet) -> Result<LiveStat
     })
 }
 
+/// Read the cluster `args` point at, plan, and check the plan's writes with server-side dry
+/// runs (what the API server would store, and any admission rejection).
+fn plan_against_cluster(
+    args: &ClusterArgs,
+    fleet: &fleet::Fleet,
+    objects: &[render::Rendered],
+    revision: &str,
+) -> Result<plan::Plan, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async {
+        let client = args.connection().client().await?;
+        let live = live::read::read(&client, &live::read::Scope::of(fleet)).await?;
+        let mut plan = plan::plan(fleet, objects, &live, revision);
+        let cluster = crate::apply::Cluster::new(client);
+        crate::apply::dry_run::check(&cluster, &mut plan, &live, &mut Default::default()).await;
+        Ok(plan)
+    })
+}
+
 fn write_file(path: &Path, text: &str) -> Result<(), Error> {
     std::fs::write(path, text).map_err(|source| Error::Write {
         path: path.to_owned(),
@@ -269,17 +291,19 @@ pub struct PlanArgs {
 
 fn run_plan(a: PlanArgs) -> Result<u8, Error> {
     let (fleet, objects) = load_and_render(&a.path, &a.revision)?;
-    let live = match &a.live {
+    let plan = match &a.live {
         Some(file) => {
             let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
                 path: file.clone(),
                 source,
             })?;
-            LiveState::from_snapshot(&file.display().to_string(), &text)?
+            let live = LiveState::from_snapshot(&file.display().to_string(), &text)?;
+            let mut plan = plan::plan(&fleet, &objects, &live, &a.revision);
+            plan.notes.push(plan::dry_run::OFFLINE_NOTE.into());
+            plan
         }
-        None => read_cluster(&a.cluster, &fleet)?,
+        None => plan_against_cluster(&a.cluster, &fleet, &objects, &a.revision)?,
     };
-    let plan = plan::plan(&fleet, &objects, &live, &a.revision);
     if let Some(out) = &a.out {
         let mut saved = output::saved(&plan);
         let path = std::fs::canonicalize(&a.path).unwrap_or_else(|_| a.path.clone());

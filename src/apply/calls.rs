@@ -111,6 +111,31 @@ impl Cluster {
             .map_err(|e| failed(&what, e))
     }
 
+    /// Server-side apply with `dryRun=All`: what the API server would store, after every
+    /// admission webhook, without storing it. `Ok(Err(message))` is a refusal (a 4xx other
+    /// than a conflict or throttling: admission, validation, RBAC); `Err` a call that failed.
+    pub async fn dry_run_apply(
+        &self,
+        id: &ObjectRef,
+        manifest: &Value,
+    ) -> Result<Result<Value, String>, CallError> {
+        let api = self.api(id.kind.into(), &id.namespace);
+        let what = format!("dry-run apply {id}");
+        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        let patch = Patch::Apply(manifest);
+        match retry::run(&what, || api.patch(&id.name, &params, &patch)).await {
+            Ok(o) => serde_json::to_value(o)
+                .map(Ok)
+                .map_err(|e| CallError::Failed(format!("{what}: {e}"))),
+            Err(kube::Error::Api(s))
+                if (400..500).contains(&s.code) && !matches!(s.code, 409 | 429) =>
+            {
+                Ok(Err(s.message))
+            }
+            Err(e) => Err(failed(&what, e)),
+        }
+    }
+
     /// JSON merge patch of one object.
     pub async fn merge_patch(
         &self,

@@ -609,7 +609,7 @@ impl Executor<'_> {
                     return StepResult::done(step, "written; the VM's restart applies it");
                 }
                 let Some(want) = want else {
-                    return self.stored(step, written.as_ref()).await;
+                    return self.stored(step, written.as_ref(), live).await;
                 };
                 if !self.running(id).await {
                     return StepResult::done(
@@ -625,7 +625,13 @@ impl Executor<'_> {
     /// A live update (labels, annotations, runStrategy, scheduling) is done only once the VM
     /// as stored carries it: server-side apply keeps a field another manager also owns, and
     /// such a write changes nothing.
-    async fn stored(&self, step: &Step, written: Option<&Value>) -> StepResult {
+    /// `before` is the VM as judged before the write (what Wukong owned included).
+    async fn stored(
+        &self,
+        step: &Step,
+        written: Option<&Value>,
+        before: Option<&Value>,
+    ) -> StepResult {
         let Some(written) = written else {
             return StepResult::done(step, "written");
         };
@@ -636,7 +642,6 @@ impl Executor<'_> {
         let Some(live) = live else {
             return StepResult::failed(step, format!("{} is gone", step.target));
         };
-        let before = self.plan.before.get(&step.target);
         match unstored_updates(written, &live, before).as_slice() {
             [] => StepResult::done(step, "written; the VM as stored carries it"),
             paths => StepResult::failed(

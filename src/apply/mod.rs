@@ -4,6 +4,7 @@
 //! plan still describes the cluster.
 
 pub mod calls;
+pub mod dry_run;
 pub mod execute;
 pub mod report;
 pub mod retry;
@@ -94,6 +95,7 @@ mod tests {
             }],
             writes: BTreeMap::new(),
             before: BTreeMap::new(),
+            after: BTreeMap::new(),
             basis: BTreeMap::from([
                 ("VirtualMachine/default/a".into(), "5".into()),
                 ("VirtualMachine/default/gone".into(), "2".into()),

@@ -139,7 +139,9 @@ pub(super) async fn apply_source(
             } => {
                 let live =
                     live::read::read(cluster.client(), &live::read::Scope::of(fleet)).await?;
-                plan::plan(fleet, objects, &live, revision)
+                let mut plan = plan::plan(fleet, objects, &live, revision);
+                apply::dry_run::check(cluster, &mut plan, &live, &mut Default::default()).await;
+                plan
             }
             Source::Saved(plan) => {
                 let live = read_for(cluster, plan).await?;

@@ -27,6 +27,7 @@ use crate::identity::Kind;
 use crate::live::LiveState;
 use crate::live::read::{Connection, Scope};
 use crate::plan::{self, Plan, output};
+use crate::render::Rendered;
 
 use super::events::Recorder;
 use super::run::{Outcome, ReconcileError, Reconciler};
@@ -57,6 +58,8 @@ pub struct Pipeline {
     /// Whether this replica holds the Lease; `None` without leader election (always writes).
     leader: Option<watch::Receiver<bool>>,
     client: OnceCell<kube::Client>,
+    /// Server-side dry-run answers kept between cycles, so a quiet cycle sends none.
+    dry_runs: tokio::sync::Mutex<plan::dry_run::Cache>,
 }
 
 impl Pipeline {
@@ -72,6 +75,7 @@ impl Pipeline {
             shutdown,
             leader,
             client: OnceCell::new(),
+            dry_runs: tokio::sync::Mutex::new(plan::dry_run::Cache::default()),
         }
     }
 
@@ -122,6 +126,27 @@ impl Pipeline {
             signal.request();
         });
         (stop, task)
+    }
+
+    /// Plan, then check the writes with server-side dry runs (cached between cycles).
+    async fn plan(
+        &self,
+        client: &kube::Client,
+        fleet: &Fleet,
+        objects: &[Rendered],
+        live: &LiveState,
+        revision: &str,
+    ) -> Plan {
+        let mut plan = plan::plan(fleet, objects, live, revision);
+        let mut cache = self.dry_runs.lock().await;
+        let sent =
+            apply::dry_run::check(&Cluster::new(client.clone()), &mut plan, live, &mut cache).await;
+        if sent > 0 {
+            tracing::debug!(requests = sent, "server-side dry runs");
+        }
+        // Keep answers only for objects the fleet or the cluster still has.
+        cache.retain(|id| live.objects.contains_key(id) || objects.iter().any(|o| &o.id == id));
+        plan
     }
 
     async fn read(&self, client: &kube::Client, fleet: &Fleet) -> Result<LiveState, String> {
@@ -267,7 +292,7 @@ impl Reconciler for Pipeline {
             .read(&client, &fleet)
             .await
             .map_err(ReconcileError::Failed)?;
-        let mut plan = plan::plan(&fleet, &objects, &live, revision);
+        let mut plan = self.plan(&client, &fleet, &objects, &live, revision).await;
         let planned = output::json(&plan);
         let writes = apply && self.leading();
         if apply && !writes {
@@ -290,7 +315,7 @@ impl Reconciler for Pipeline {
                 match self.read(&client, &fleet).await {
                     Ok(after) => {
                         live = after;
-                        plan = plan::plan(&fleet, &objects, &live, revision);
+                        plan = self.plan(&client, &fleet, &objects, &live, revision).await;
                     }
                     Err(e) => {
                         error = Some(format!("cannot read the cluster after the apply: {e}"));

@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod converge;
+pub mod dry_run;
 pub mod output;
 pub mod shape;
 pub mod view;
@@ -196,6 +197,10 @@ pub struct Plan {
     pub writes: BTreeMap<ObjectRef, Value>,
     /// The live objects the plan changes, normalised (for diffs).
     pub before: BTreeMap<ObjectRef, Value>,
+    /// What the API server said it would store for the objects the plan changes (a
+    /// server-side dry run, [`dry_run`]), as Wukong judges it: the other side of the diffs.
+    /// Empty for a plan made offline.
+    pub after: BTreeMap<ObjectRef, Value>,
     /// `resourceVersion`s of the live objects the plan was computed from, by `kind/ns/name`:
     /// a saved plan is stale once any of them changed.
     pub basis: BTreeMap<String, String>,
@@ -235,6 +240,7 @@ pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &st
         steps: Vec::new(),
         writes: BTreeMap::new(),
         before: BTreeMap::new(),
+        after: BTreeMap::new(),
         basis: BTreeMap::new(),
         notes: Vec::new(),
         restartable: BTreeSet::new(),

@@ -215,7 +215,7 @@ fn yaml_for_diff(object: Option<&Value>) -> String {
 /// The unified diff of one object's live and written manifests (at most [`MAX_DIFF_LINES`]).
 pub fn diff(plan: &Plan, id: &ObjectRef) -> Option<String> {
     let before = yaml_for_diff(plan.before.get(id));
-    let after = yaml_for_diff(plan.writes.get(id));
+    let after = yaml_for_diff(plan.after.get(id).or_else(|| plan.writes.get(id)));
     if before == after {
         return None;
     }
@@ -495,6 +495,7 @@ pub fn load(file: &str, text: &str) -> Result<Plan, LoadError> {
         steps,
         writes,
         before: BTreeMap::new(),
+        after: BTreeMap::new(),
         basis: saved.basis,
         notes: saved.notes,
         restartable,
@@ -529,6 +530,7 @@ mod tests {
             steps,
             writes: BTreeMap::new(),
             before: BTreeMap::new(),
+            after: BTreeMap::new(),
             basis: BTreeMap::new(),
             notes: vec![],
             restartable: Default::default(),

@@ -1219,6 +1219,7 @@ fn audit_entry(method: &Method, uri: &Uri) -> Option<AuditEntry> {
             subresource: Some((*action).into()),
             namespace: Some((*ns).into()),
             name: Some((*name).into()),
+            dry_run: false,
         });
     }
     let Ok(Route::Resource(r, scope)) = route(uri.path()) else {
@@ -1245,6 +1246,9 @@ fn audit_entry(method: &Method, uri: &Uri) -> Option<AuditEntry> {
         subresource: status.then(|| "status".into()),
         namespace,
         name,
+        dry_run: uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "dryRun=All")),
     })
 }
 

@@ -27,6 +27,8 @@ pub struct AuditEntry {
     pub namespace: Option<String>,
     /// `None` for collection requests.
     pub name: Option<String>,
+    /// The request asked for `dryRun=All` (authorised like the real request, stores nothing).
+    pub dry_run: bool,
 }
 
 /// The log, oldest entry first.

@@ -351,6 +351,7 @@ async fn the_audit_log_names_verbs_subresources_and_scopes_as_rbac_does() {
         subresource: sub.map(Into::into),
         namespace: ns.map(Into::into),
         name: name.map(Into::into),
+        dry_run: false,
     };
     assert_eq!(
         server.audit(),

@@ -375,7 +375,58 @@ async fn a_removal_another_manager_still_owns_is_never_reported_done() {
     .unwrap();
 
     env.fleet(false, &doc(""));
-    let (code, report) = env.apply(&fleet, &[]).await;
+    // Online, the server-side dry run knows the write would change nothing: no step.
+    let plan = env.plan(&fleet).await;
+    assert_eq!(plan["hasChanges"], json!(false), "{plan:#}");
+    assert!(
+        plan["notes"]
+            .to_string()
+            .contains("would store it unchanged"),
+        "{plan:#}"
+    );
+    // Offline (a snapshot), the plan cannot know; applying it is then not reported done.
+    let dir = env.dir.path();
+    let (snap, saved) = (dir.join("snap.json"), dir.join("plan.json"));
+    // The binary talks to the simulator on this test's runtime: run it off that thread.
+    let run = |args: Vec<String>| {
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::support::wukong(&args, &root())
+        })
+    };
+    let s = |p: &Path| p.display().to_string();
+    let out = wait_for(run(vec![
+        "snapshot".into(),
+        s(&fleet),
+        "--kubeconfig".into(),
+        s(&env.kubeconfig),
+        "-f".into(),
+        s(&snap),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = wait_for(run(vec![
+        "plan".into(),
+        s(&fleet),
+        "--live".into(),
+        s(&snap),
+        "--out".into(),
+        s(&saved),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("metadata.annotations.owner"), "{text}");
+    assert!(text.contains("no server-side dry run"), "{text}");
+    let (code, report) = env.apply(&saved, &[]).await;
     assert_ne!(code, 0, "{report:#}");
     let r = crate::apply::results(&report, "db");
     assert!(
@@ -394,4 +445,117 @@ async fn a_removal_another_manager_still_owns_is_never_reported_done() {
     );
     let (code, out) = detailed_plan(&env, &fleet).await;
     assert_eq!(code, 0, "{out}");
+}
+
+/// Wait for a thread without blocking the test's runtime.
+async fn wait_for<T: Send + 'static>(t: std::thread::JoinHandle<T>) -> T {
+    tokio::task::spawn_blocking(move || t.join().unwrap())
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-side dry run: what the API server would store, and its refusals, before any write.
+
+/// The default VirtualMachine template with an extra DataVolume template no volume uses: a
+/// template override mistake KubeVirt's webhook refuses and Wukong's own checks do not catch.
+fn orphan_template() -> String {
+    let default =
+        std::fs::read_to_string(root().join("templates/virtualmachine.yaml.hbs")).unwrap();
+    default.replacen(
+        "  template:\n    metadata:",
+        "    - metadata:
+        name: db-orphan
+      spec:
+        storage:
+          resources:
+            requests:
+              storage: 1Gi
+        source:
+          blank: {}
+  template:
+    metadata:",
+        1,
+    )
+}
+
+fn dry_runs(env: &Env) -> usize {
+    env.server.audit().iter().filter(|e| e.dry_run).count()
+}
+
+#[tokio::test]
+async fn a_write_kubevirt_refuses_is_refused_at_plan_time_and_nothing_is_written() {
+    let env = Env::new().await;
+    let fleet = env.fleet(false, &vm_doc("db", 2, "4Gi", SYSTEM_DISK));
+    std::fs::create_dir_all(fleet.join("templates")).unwrap();
+    std::fs::write(
+        fleet.join("templates/virtualmachine.yaml.hbs"),
+        orphan_template(),
+    )
+    .unwrap();
+    let plan = env.plan(&fleet).await;
+    let step = &plan["steps"][0];
+    assert_eq!(step["change"], json!("create"), "{plan:#}");
+    assert_eq!(step["class"], json!("refused"), "{plan:#}");
+    assert!(
+        step["reason"]
+            .as_str()
+            .unwrap()
+            .contains("must be referenced in the VMI template's 'volumes' list"),
+        "{step:#}"
+    );
+    assert!(dry_runs(&env) >= 1);
+
+    let (code, report) = env.apply(&fleet, &[]).await;
+    assert_eq!(
+        code, 0,
+        "a refused step does not fail the apply: {report:#}"
+    );
+    assert!(env.get(VM, "db").is_none(), "nothing is written");
+    assert!(
+        !env.server
+            .audit()
+            .iter()
+            .any(|e| e.resource == "virtualmachines" && e.verb == "patch" && !e.dry_run),
+        "no real write was sent"
+    );
+}
+
+#[tokio::test]
+async fn a_quiet_plan_sends_no_dry_run_and_a_changed_one_checks_only_what_changes() {
+    let env = Env::new().await;
+    let fleet = env.fleet(
+        false,
+        &format!(
+            "{}{}",
+            vm_doc("db", 2, "4Gi", SYSTEM_DISK),
+            vm_doc("web", 2, "4Gi", SYSTEM_DISK)
+        ),
+    );
+    env.converge(&fleet).await;
+    env.server.shared().audit().clear();
+    let plan = env.plan(&fleet).await;
+    assert_eq!(plan["hasChanges"], json!(false), "{plan:#}");
+    assert_eq!(dry_runs(&env), 0);
+
+    env.fleet(
+        false,
+        &format!(
+            "{}{}",
+            vm_doc("db", 4, "4Gi", SYSTEM_DISK),
+            vm_doc("web", 2, "4Gi", SYSTEM_DISK)
+        ),
+    );
+    env.server.shared().audit().clear();
+    let plan = env.plan(&fleet).await;
+    assert_eq!(plan["steps"][0]["vm"], json!("apps/db"), "{plan:#}");
+    assert_eq!(plan["steps"][0]["class"], json!("live"), "{plan:#}");
+    let sent: Vec<_> = env
+        .server
+        .audit()
+        .into_iter()
+        .filter(|e| e.dry_run)
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].name.as_deref(), Some("db"));
 }
