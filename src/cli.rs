@@ -166,42 +166,65 @@ pub enum Error {
     Schema(Vec<schema::SchemaError>),
 }
 
-/// Read, validate and render a fleet directory; schema-check every rendered object.
+/// Read, validate and render a fleet directory; schema-check every rendered object. The fleet
+/// may not read anything outside its Git working tree (or itself, when it is in none).
 pub fn load_and_render(
     path: &Path,
     revision: &str,
 ) -> Result<(fleet::Fleet, Vec<render::Rendered>), Error> {
-    let files = source::read_fleet(path)?;
-    let fleet = fleet::load(&files)?;
-    let root = if path.is_dir() {
-        path
-    } else {
-        path.parent().unwrap_or(Path::new("."))
-    };
-    let overrides = source::read_templates(&root.join(&fleet.settings.templates))?;
-    let templates = render::Templates::with_overrides(&overrides)?;
-    let objects = render::render(&fleet, &templates, revision)?;
+    load_and_render_in(&source::Repository::open(path)?, revision)
+}
+
+/// [`load_and_render`] for a fleet already located (the daemon names its checkout as the
+/// repository).
+pub fn load_and_render_in(
+    repo: &source::Repository,
+    revision: &str,
+) -> Result<(fleet::Fleet, Vec<render::Rendered>), Error> {
+    let loaded = load(repo)?;
+    let templates = render::Templates::with_overrides(&loaded.templates)?;
+    let objects = render::render(&loaded.fleet, &templates, revision)?;
     check_schemas(&objects)?;
-    Ok((fleet, objects))
+    Ok((loaded.fleet, objects))
+}
+
+/// A fleet read and validated, with what it was made from.
+struct Loaded {
+    fleet: fleet::Fleet,
+    files: Vec<fleet::SourceFile>,
+    /// Template overrides, (file name, text).
+    templates: Vec<(String, String)>,
+}
+
+/// Read and validate a fleet and read its template overrides: every problem of the files,
+/// the documents and the templates' links is reported at once.
+fn load(repo: &source::Repository) -> Result<Loaded, Error> {
+    let read = repo.fleet_files()?;
+    let fleet = fleet::load_with(&read.files, read.problems)?;
+    let templates = repo.templates(&fleet.settings.templates)?;
+    if !templates.problems.is_empty() {
+        let mut problems = templates.problems;
+        problems.sort();
+        return Err(fleet::Error::Invalid(problems).into());
+    }
+    Ok(Loaded {
+        fleet,
+        files: read.files,
+        templates: templates.files,
+    })
 }
 
 /// A digest of everything a fleet is made from (its YAML files and templates), so that a saved
 /// plan can tell when the fleet changed since.
 pub fn fleet_digest(path: &Path) -> Result<String, Error> {
     use sha2::{Digest, Sha256};
-    let files = source::read_fleet(path)?;
-    let fleet = fleet::load(&files)?;
-    let root = if path.is_dir() {
-        path
-    } else {
-        path.parent().unwrap_or(Path::new("."))
-    };
-    let templates = source::read_templates(&root.join(&fleet.settings.templates))?;
+    let loaded = load(&source::Repository::open(path)?)?;
     let mut hash = Sha256::new();
-    for (name, text) in files
+    for (name, text) in loaded
+        .files
         .iter()
         .map(|f| (&f.path, &f.text))
-        .chain(templates.iter().map(|(n, t)| (n, t)))
+        .chain(loaded.templates.iter().map(|(n, t)| (n, t)))
     {
         hash.update(name.as_bytes());
         hash.update([0]);

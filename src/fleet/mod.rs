@@ -297,7 +297,14 @@ pub enum SetStrategy {
 
 /// Load and validate a fleet from its files. Every problem of the revision is reported.
 pub fn load(files: &[SourceFile]) -> Result<Fleet, Error> {
-    let mut diags = Diags::default();
+    load_with(files, Vec::new())
+}
+
+/// Load a fleet whose files came with problems of their own (found reading them, see
+/// [`crate::source`]): every problem is reported together, and any of them rejects the
+/// revision.
+pub fn load_with(files: &[SourceFile], problems: Vec<Diagnostic>) -> Result<Fleet, Error> {
+    let mut diags = Diags(problems);
     let fleet = resolve::resolve(files, &mut diags);
     if diags.0.is_empty() {
         Ok(fleet)

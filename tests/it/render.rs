@@ -10,8 +10,11 @@ use wukong::{fleet, source};
 use crate::support;
 
 fn render_dir(path: &Path) -> Vec<Rendered> {
-    let files = source::read_fleet(path).expect("read fleet");
-    let fleet = fleet::load(&files).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let read = source::Repository::open(path)
+        .and_then(|r| r.fleet_files())
+        .expect("read fleet");
+    assert!(read.problems.is_empty(), "{:?}", read.problems);
+    let fleet = fleet::load(&read.files).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let templates = Templates::builtin().expect("templates");
     render::render(&fleet, &templates, "0123abcd").expect("render")
 }
