@@ -182,7 +182,8 @@ pub fn load_and_render_in(
     revision: &str,
 ) -> Result<(fleet::Fleet, Vec<render::Rendered>), Error> {
     let loaded = load(repo)?;
-    let templates = render::Templates::with_overrides(&loaded.templates)?;
+    let templates =
+        render::Templates::with_overrides_in(&loaded.fleet.settings.templates, &loaded.templates)?;
     let objects = render::render(&loaded.fleet, &templates, revision)?;
     check_schemas(&objects)?;
     Ok((loaded.fleet, objects))

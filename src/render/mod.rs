@@ -41,10 +41,14 @@ const BUILTIN: [(&str, &str); 2] = [
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("template {name}: {message}")]
-    Template { name: String, message: String },
-    #[error("unknown template override `{0}` (templates are {VM_TEMPLATE} and {NAD_TEMPLATE})")]
-    UnknownTemplate(String),
+    /// A template override that cannot be used, located in its file.
+    #[error("{file}:{line}:{column}: template override: {message}")]
+    Template {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("rendering {object} with {template}: {message}")]
     Render {
         object: ObjectRef,
@@ -81,40 +85,72 @@ impl Templates {
 
     /// The shipped templates, with some replaced by a fleet's own (file name, text).
     pub fn with_overrides(overrides: &[(String, String)]) -> Result<Templates, Error> {
+        Self::with_overrides_in("", overrides)
+    }
+
+    /// [`Templates::with_overrides`], naming the overrides' directory (relative to the fleet
+    /// root) in error messages.
+    pub fn with_overrides_in(
+        dir: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Templates, Error> {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(yaml_quote);
         hb.register_helper("json", Box::new(JsonHelper));
         for (name, text) in BUILTIN {
-            register(&mut hb, name, text)?;
+            register(&mut hb, name, name, text)?;
         }
         for (name, text) in overrides {
+            let file = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{}/{name}", dir.trim_end_matches('/'))
+            };
             if !BUILTIN.iter().any(|(n, _)| n == name) {
-                return Err(Error::UnknownTemplate(name.clone()));
+                return Err(Error::Template {
+                    file,
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "unknown template `{name}` (templates are {VM_TEMPLATE} and {NAD_TEMPLATE})"
+                    ),
+                });
             }
-            register(&mut hb, name, text)?;
+            register(&mut hb, name, &file, text)?;
         }
         Ok(Templates { hb })
     }
 }
 
-fn register(hb: &mut Handlebars<'static>, name: &str, text: &str) -> Result<(), Error> {
+/// Compile a template after checking what handlebars itself does not: no raw output (values
+/// must stay YAML-quoted), no partials or decorators and bounded nesting (handlebars recurses
+/// without limit, see [`crate::template_guard`]).
+fn register(hb: &mut Handlebars<'static>, name: &str, file: &str, text: &str) -> Result<(), Error> {
+    let err = |line: usize, column: usize, message: String| Error::Template {
+        file: file.into(),
+        line,
+        column,
+        message,
+    };
     for raw in ["{{{", "{{&", "{{~{", "{{~&"] {
         if let Some(at) = text.find(raw) {
-            let line = text[..at].lines().count().max(1);
-            return Err(Error::Template {
-                name: name.into(),
-                message: format!(
-                    "line {line}: unescaped output `{raw}` is not allowed: values must stay YAML-quoted (use {{{{json value}}}} for numbers, lists and maps)"
+            let line = text[..at].matches('\n').count() + 1;
+            let column = text[..at].rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            return Err(err(
+                line,
+                column,
+                format!(
+                    "unescaped output `{raw}` is not allowed: values must stay YAML-quoted (use {{{{json value}}}} for numbers, lists and maps)"
                 ),
-            });
+            ));
         }
     }
-    hb.register_template_string(name, text)
-        .map_err(|e| Error::Template {
-            name: name.into(),
-            message: e.to_string().trim().to_owned(),
-        })
+    crate::template_guard::check(text).map_err(|e| err(e.line, e.column, e.message))?;
+    hb.register_template_string(name, text).map_err(|e| {
+        let (line, column) = e.pos().unwrap_or((1, 1));
+        err(line, column, e.reason().to_string())
+    })
 }
 
 /// YAML-safe output of a template value: a double-quoted string, which YAML parses back to the

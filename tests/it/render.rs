@@ -136,12 +136,12 @@ fn overrides_that_could_break_structure_or_ownership_are_refused() {
     let err = raw.expect_err("raw output refused").to_string();
     assert_eq!(
         err,
-        "template virtualmachine.yaml.hbs: line 2: unescaped output `{{{` is not allowed: values must stay YAML-quoted (use {{json value}} for numbers, lists and maps)"
+        "virtualmachine.yaml.hbs:2:9: template override: unescaped output `{{{` is not allowed: values must stay YAML-quoted (use {{json value}} for numbers, lists and maps)"
     );
     let unknown = Templates::with_overrides(&[("pod.yaml.hbs".to_owned(), String::new())]);
     assert_eq!(
         unknown.expect_err("unknown refused").to_string(),
-        "unknown template override `pod.yaml.hbs` (templates are virtualmachine.yaml.hbs and network-attachment-definition.yaml.hbs)"
+        "pod.yaml.hbs:1:1: template override: unknown template `pod.yaml.hbs` (templates are virtualmachine.yaml.hbs and network-attachment-definition.yaml.hbs)"
     );
 
     // A template that renders another object, or drops the ownership label, is refused at
