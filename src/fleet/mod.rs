@@ -25,6 +25,19 @@ use yaml::{Path, Position, Positions};
 /// Most instances one WukongSet may declare: a typo such as `replicas: 10000000` must not
 /// exhaust memory. Ten times the largest fleet Wukong is benchmarked for.
 pub const MAX_REPLICAS: u32 = 100_000;
+/// Most VMs a fleet declares unless its settings say otherwise (`spec.maxVMs`). Checked
+/// before any WukongSet is expanded, so that a one-kilobyte file declaring a few sets of
+/// 100,000 replicas is refused at once instead of taking gigabytes: a VM costs some tens of
+/// kilobytes through expansion, rendering and planning, and the daemon's deployment has 1 GiB.
+/// Twice the 10,000-VM fleet Wukong is benchmarked for.
+pub const DEFAULT_MAX_VMS: u32 = 20_000;
+/// Highest `spec.maxVMs` a fleet may set: the per-set limit [`MAX_REPLICAS`], for the whole
+/// fleet (beyond it no machine Wukong runs on holds the fleet in memory).
+pub const MAX_VMS_LIMIT: u32 = MAX_REPLICAS;
+/// Most bytes of template the fleet's WukongSets may expand to (template size × replicas,
+/// estimated before expanding): 256 MiB, far above a 10,000-VM fleet with cloud-init (about
+/// 20 MiB), far below what would exhaust the daemon.
+pub const MAX_EXPANDED_BYTES: u64 = 256 << 20;
 /// KubeVirt caps sockets × cores × threads at 512 when it computes hot-plug limits.
 pub const MAX_VCPUS: u32 = 512;
 /// Memory hot-plug needs at least 1Gi of guest memory (`requiredMinGuestMemory`).
@@ -112,6 +125,8 @@ pub struct Settings {
     pub prune_disks: bool,
     pub allow_restarts: bool,
     pub max_parallel: u32,
+    /// Most VMs the fleet may declare.
+    pub max_vms: u32,
     /// Template override directory relative to the fleet root.
     pub templates: String,
     pub default_bridge: String,
@@ -130,6 +145,7 @@ impl Default for Settings {
             prune_disks: false,
             allow_restarts: false,
             max_parallel: 10,
+            max_vms: DEFAULT_MAX_VMS,
             templates: "templates".into(),
             default_bridge: "br0".into(),
             default_ovs_bridge: "br1".into(),

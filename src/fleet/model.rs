@@ -348,6 +348,10 @@ pub struct FleetSpec {
     /// How many VMs are changed at once (default 10).
     #[serde(default)]
     pub max_parallel: Option<Count>,
+    /// Most VMs the fleet may declare, all sets' replicas included (default
+    /// [`super::DEFAULT_MAX_VMS`], at most [`super::MAX_VMS_LIMIT`]).
+    #[serde(default, rename = "maxVMs")]
+    pub max_vms: Option<Count>,
     /// Directory (relative to the fleet root) holding template overrides (default `templates`).
     #[serde(default)]
     pub templates: Option<String>,

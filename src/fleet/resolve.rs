@@ -16,8 +16,8 @@ use super::model::{
 use super::yaml::{self, Path};
 use super::{
     Attachment, Ctx, DEFAULT_CPU, DEFAULT_MEMORY, Diags, Disk, DiskSource, Fleet, GeneratedNad,
-    HOTPLUG_ALIGNMENT, HOTPLUG_MIN_MEMORY, IpSettings, MAX_REPLICAS, MAX_VCPUS, Network, Origin,
-    Set, SetMember, SetStrategy, Settings, Vm, VmSpec,
+    HOTPLUG_ALIGNMENT, HOTPLUG_MIN_MEMORY, IpSettings, MAX_EXPANDED_BYTES, MAX_REPLICAS, MAX_VCPUS,
+    MAX_VMS_LIMIT, Network, Origin, Set, SetMember, SetStrategy, Settings, Vm, VmSpec,
 };
 use crate::identity::{LABEL_MANAGED_BY, ObjectRef, WUKONG_PREFIX};
 use crate::quantity::Quantity;
@@ -60,6 +60,11 @@ pub(super) fn resolve(files: &[super::SourceFile], diags: &mut Diags) -> Fleet {
         if let Some(f) = typed::<FleetDoc>(&d.doc.value, &ctx, diags) {
             fleet.settings = settings(&f, &ctx, diags);
         }
+    }
+
+    // Count what the sets would expand to before expanding anything.
+    if !within_budget(&docs, &fleet.settings, diags) {
+        return fleet;
     }
 
     let mut r = Resolver {
@@ -166,6 +171,104 @@ fn classify<'a>(
         }
     }
     out
+}
+
+/// Whether the fleet's size is within its limits: at most `maxVMs` VMs, and WukongSet
+/// templates that expand to at most [`MAX_EXPANDED_BYTES`]. Read from the raw documents (a
+/// malformed `replicas` counts as none here and is reported later), so nothing is allocated per
+/// instance before the fleet is known to fit.
+fn within_budget(docs: &[Doc], settings: &Settings, diags: &mut Diags) -> bool {
+    let mut vms: u64 = 0;
+    let mut bytes: u64 = 0;
+    // the set with the most instances, and the one whose expansion is largest
+    let mut most: Option<(u64, &Doc)> = None;
+    let mut largest: Option<(u64, u64, u64, &Doc)> = None;
+    let (mut sets, mut singles) = (0u32, 0u32);
+    for d in docs {
+        let value = &d.doc.value;
+        match d.kind {
+            DocKind::Fleet => {}
+            DocKind::Wukong => {
+                singles += 1;
+                vms += 1;
+                bytes = bytes.saturating_add(value_size(value));
+            }
+            DocKind::WukongSet => {
+                sets += 1;
+                let spec = &value["spec"];
+                let replicas = match &spec["replicas"] {
+                    Value::Number(n) => n.as_u64().unwrap_or(0),
+                    Value::String(s) => s.trim().parse().unwrap_or(0),
+                    _ => 0,
+                };
+                let template = value_size(&spec["template"]);
+                let expanded = template.saturating_mul(replicas);
+                vms = vms.saturating_add(replicas);
+                bytes = bytes.saturating_add(expanded);
+                if most.is_none_or(|(r, _)| replicas > r) {
+                    most = Some((replicas, d));
+                }
+                if largest.is_none_or(|(e, ..)| expanded > e) {
+                    largest = Some((expanded, template, replicas, d));
+                }
+            }
+        }
+    }
+    fn set_ctx<'a>(d: &'a Doc, settings: &Settings) -> Ctx<'a> {
+        let meta = &d.doc.value["metadata"];
+        let name = meta["name"].as_str().unwrap_or("(unnamed)");
+        let ns = meta["namespace"]
+            .as_str()
+            .unwrap_or(&settings.default_namespace);
+        doc_ctx(d, Some(format!("WukongSet {ns}/{name}")))
+    }
+    if vms > u64::from(settings.max_vms)
+        && let Some((replicas, d)) = most
+    {
+        set_ctx(d, settings).err(
+            diags,
+            &Path::parse("spec.replicas"),
+            format!(
+                "the fleet declares {vms} VMs ({sets} WukongSets, {singles} Wukongs), above its limit of {} (Fleet spec.maxVMs, at most {MAX_VMS_LIMIT}); this set declares {replicas}",
+                settings.max_vms
+            ),
+        );
+        return false;
+    }
+    if bytes > MAX_EXPANDED_BYTES
+        && let Some((expanded, template, replicas, d)) = largest
+    {
+        set_ctx(d, settings).err(
+            diags,
+            &Path::parse("spec.template"),
+            format!(
+                "the fleet's templates would expand to about {} MiB, above the limit of {} MiB; this set's {} KiB template × {replicas} replicas makes {} MiB",
+                bytes >> 20,
+                MAX_EXPANDED_BYTES >> 20,
+                template >> 10,
+                expanded >> 20
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+/// Approximate size of a value in memory: its text plus a few words per node.
+fn value_size(v: &Value) -> u64 {
+    const NODE: u64 = 32;
+    match v {
+        Value::String(s) => NODE + s.len() as u64,
+        Value::Sequence(items) => items.iter().map(value_size).sum::<u64>() + NODE,
+        Value::Mapping(m) => {
+            m.iter()
+                .map(|(k, v)| value_size(k) + value_size(v))
+                .sum::<u64>()
+                + NODE
+        }
+        Value::Tagged(t) => value_size(&t.value) + NODE,
+        _ => NODE,
+    }
 }
 
 fn doc_ctx<'a>(d: &'a Doc, object: Option<String>) -> Ctx<'a> {
@@ -345,6 +448,17 @@ fn settings(f: &FleetDoc, ctx: &Ctx, diags: &mut Diags) -> Settings {
             );
         } else {
             s.max_parallel = n.0;
+        }
+    }
+    if let Some(n) = spec.max_vms {
+        if (1..=MAX_VMS_LIMIT).contains(&n.0) {
+            s.max_vms = n.0;
+        } else {
+            ctx.err(
+                diags,
+                &Path::parse("spec.maxVMs"),
+                format!("must be between 1 and {MAX_VMS_LIMIT}"),
+            );
         }
     }
     if let Some(t) = &spec.templates {
