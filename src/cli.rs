@@ -162,6 +162,18 @@ pub enum Error {
     Demo(String),
     #[error("apply cancelled: the answer was not 'yes'")]
     Cancelled,
+    #[error(
+        "{}: no fleet documents (kind Wukong, WukongSet or Fleet of apiVersion {}) in {files} YAML file{}{}; only *.yaml and *.yml files outside hidden directories are read",
+        path.display(),
+        fleet::model::API_VERSION,
+        if *files == 1 { "" } else { "s" },
+        if *skipped == 0 { String::new() } else { format!(" ({skipped} documents of other APIs)") }
+    )]
+    NoFleet {
+        path: PathBuf,
+        files: usize,
+        skipped: usize,
+    },
     #[error("rendered objects do not match the official schemas:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Schema(Vec<schema::SchemaError>),
 }
@@ -202,6 +214,15 @@ struct Loaded {
 fn load(repo: &source::Repository) -> Result<Loaded, Error> {
     let read = repo.fleet_files()?;
     let fleet = fleet::load_with(&read.files, read.problems)?;
+    // An empty or wrong directory is not an empty fleet: applied with pruning on, it would
+    // delete every VM.
+    if fleet.documents == 0 {
+        return Err(Error::NoFleet {
+            path: repo.root().to_owned(),
+            files: read.files.len(),
+            skipped: fleet.skipped.len(),
+        });
+    }
     let templates = repo.templates(&fleet.settings.templates)?;
     if !templates.problems.is_empty() {
         let mut problems = templates.problems;
@@ -363,6 +384,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(())
             }),
         Command::Validate { path } => load_and_render(&path, "local").map(|(f, objects)| {
+            if f.vms.is_empty() {
+                eprintln!(
+                    "warning: the fleet declares no VMs{}",
+                    if f.settings.prune {
+                        "; with prune: true, applying it would delete every VM it manages (the prune guard refuses that unless spec.pruneGuard.allowEmpty is true)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             eprintln!(
                 "{}: valid ({} VMs, {} sets, {} objects rendered{})",
                 path.display(),

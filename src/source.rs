@@ -108,6 +108,11 @@ impl Repository {
         })
     }
 
+    /// The fleet root (resolved): the directory given, or the directory of the file given.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The directory nothing may resolve outside of.
     pub fn boundary(&self) -> &Path {
         &self.boundary

@@ -38,6 +38,11 @@ pub const MAX_VMS_LIMIT: u32 = MAX_REPLICAS;
 /// estimated before expanding): 256 MiB, far above a 10,000-VM fleet with cloud-init (about
 /// 20 MiB), far below what would exhaust the daemon.
 pub const MAX_EXPANDED_BYTES: u64 = 256 << 20;
+/// Most VMs one plan may delete, in percent of those the fleet manages, unless the fleet's
+/// `spec.pruneGuard.maxDeletePercent` says otherwise. A fleet emptied by accident (files
+/// renamed or moved, a bad merge) loses most or all of its VMs at once; routine work — removing
+/// a VM, scaling a set in by half — stays under it. At least one VM may always be deleted.
+pub const DEFAULT_MAX_DELETE_PERCENT: u32 = 50;
 /// KubeVirt caps sockets × cores × threads at 512 when it computes hot-plug limits.
 pub const MAX_VCPUS: u32 = 512;
 /// Memory hot-plug needs at least 1Gi of guest memory (`requiredMinGuestMemory`).
@@ -123,6 +128,8 @@ pub struct Settings {
     pub default_storage_class: Option<String>,
     pub prune: bool,
     pub prune_disks: bool,
+    /// How much one plan may delete.
+    pub prune_guard: PruneGuard,
     pub allow_restarts: bool,
     pub max_parallel: u32,
     /// Most VMs the fleet may declare.
@@ -143,6 +150,7 @@ impl Default for Settings {
             default_storage_class: None,
             prune: false,
             prune_disks: false,
+            prune_guard: PruneGuard::default(),
             allow_restarts: false,
             max_parallel: 10,
             max_vms: DEFAULT_MAX_VMS,
@@ -151,6 +159,61 @@ impl Default for Settings {
             default_ovs_bridge: "br1".into(),
             default_master: "eth0".into(),
         }
+    }
+}
+
+/// The prune guard: a plan that would delete every VM the fleet manages because the fleet
+/// declares none (Argo CD's `allowEmpty`), or more than a share of them at once, has those
+/// deletes refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PruneGuard {
+    /// Allow a fleet that declares no VMs to delete every VM it manages
+    /// (`spec.pruneGuard.allowEmpty`).
+    pub allow_empty: bool,
+    /// Most VMs one plan may delete, in percent of the fleet's VMs
+    /// (`spec.pruneGuard.maxDeletePercent`, 1–100).
+    pub max_delete_percent: u32,
+}
+
+impl Default for PruneGuard {
+    fn default() -> Self {
+        PruneGuard {
+            allow_empty: false,
+            max_delete_percent: DEFAULT_MAX_DELETE_PERCENT,
+        }
+    }
+}
+
+impl PruneGuard {
+    /// Why a plan of fleet `fleet` must not delete `deleting` VMs, if it must not.
+    ///
+    /// `size` is the fleet's VMs: those it manages in the cluster and those it declares, each
+    /// counted once. Creations do not change it, so a plan refused because it deletes too much
+    /// is refused again after its creations were applied: the guard cannot be got round by
+    /// running the plan twice.
+    pub fn refuses(
+        &self,
+        fleet: &str,
+        size: usize,
+        deleting: usize,
+        declares_none: bool,
+    ) -> Option<String> {
+        if deleting == 0 {
+            return None;
+        }
+        if declares_none {
+            return (!self.allow_empty).then(|| format!(
+                "refused by the prune guard: the fleet declares no VMs, so this plan would delete all {deleting} VMs fleet `{fleet}` manages; set spec.pruneGuard.allowEmpty: true in the Fleet document to allow it"
+            ));
+        }
+        let allowed = (size * self.max_delete_percent as usize / 100).max(1);
+        (deleting > allowed).then(|| {
+            format!(
+                "refused by the prune guard: this plan would delete {deleting} of the {size} VMs of fleet `{fleet}` ({}%), more than spec.pruneGuard.maxDeletePercent ({}%) allows at once; raise it in the Fleet document to allow it",
+                deleting * 100 / size.max(1),
+                self.max_delete_percent
+            )
+        })
     }
 }
 
@@ -163,6 +226,9 @@ pub struct Fleet {
     /// Documents of other API groups that were passed over (a fleet repository may hold
     /// other YAML).
     pub skipped: Vec<Origin>,
+    /// Documents of Wukong's API group read (Wukong, WukongSet and Fleet documents): none means
+    /// the directory is not a fleet at all.
+    pub documents: usize,
 }
 
 /// Membership of a VM in a WukongSet.
@@ -386,5 +452,33 @@ impl Ctx<'_> {
             object: self.object.clone(),
             message,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prune_guard_refuses_emptying_and_mass_deletes() {
+        let guard = PruneGuard::default();
+        // nothing to delete, a small share, at least one VM always
+        assert_eq!(guard.refuses("f", 10, 0, false), None);
+        assert_eq!(guard.refuses("f", 10, 5, false), None);
+        assert_eq!(guard.refuses("f", 1, 1, false), None);
+        assert_eq!(guard.refuses("f", 3, 1, false), None);
+        // more than half at once
+        let why = guard.refuses("f", 10, 6, false).unwrap();
+        assert!(why.contains("delete 6 of the 10 VMs of fleet `f` (60%)"), "{why}");
+        assert!(why.contains("spec.pruneGuard.maxDeletePercent (50%)"), "{why}");
+        // a fleet that declares nothing deletes nothing, unless allowed
+        let why = guard.refuses("f", 1, 1, true).unwrap();
+        assert!(why.contains("spec.pruneGuard.allowEmpty: true"), "{why}");
+        let open = PruneGuard {
+            allow_empty: true,
+            max_delete_percent: 100,
+        };
+        assert_eq!(open.refuses("f", 7, 7, true), None);
+        assert_eq!(open.refuses("f", 7, 6, false), None);
     }
 }

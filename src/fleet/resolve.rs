@@ -136,9 +136,21 @@ fn classify<'a>(
             };
             let group = api_version.split('/').next().unwrap_or_default();
             if group != model::API_GROUP {
-                fleet.skipped.push(ctx.at(&Path::root()));
+                if looks_meant_for_wukong(group, &kind) {
+                    ctx.err(
+                        diags,
+                        &Path::parse("apiVersion"),
+                        format!(
+                            "unknown API group `{group}`; did you mean `{}`? (documents of other APIs are skipped, so this {kind} would be left out of the fleet)",
+                            model::API_VERSION
+                        ),
+                    );
+                } else {
+                    fleet.skipped.push(ctx.at(&Path::root()));
+                }
                 continue;
             }
+            fleet.documents += 1;
             if api_version != model::API_VERSION {
                 ctx.err(
                     diags,
@@ -269,6 +281,15 @@ fn value_size(v: &Value) -> u64 {
         Value::Tagged(t) => value_size(&t.value) + NODE,
         _ => NODE,
     }
+}
+
+/// Whether a document of another API group is most likely a fleet document with a misspelt
+/// group (`vm.novasphere.io`, `vm.novaspere.dev`, a `Wukong` of any group): skipping it would
+/// silently drop VMs from the fleet, and with pruning on, delete them.
+fn looks_meant_for_wukong(group: &str, kind: &str) -> bool {
+    group.starts_with("vm.novasphere.")
+        || edit_distance(group, model::API_GROUP) <= 3
+        || matches!(kind, "Wukong" | "WukongSet")
 }
 
 fn doc_ctx<'a>(d: &'a Doc, object: Option<String>) -> Ctx<'a> {
@@ -438,6 +459,20 @@ fn settings(f: &FleetDoc, ctx: &Ctx, diags: &mut Diags) -> Settings {
     s.default_storage_class = spec.default_storage_class.clone();
     s.prune = spec.prune;
     s.prune_disks = spec.prune_disks;
+    if let Some(allow) = spec.prune_guard.allow_empty {
+        s.prune_guard.allow_empty = allow;
+    }
+    if let Some(p) = spec.prune_guard.max_delete_percent {
+        if (1..=100).contains(&p.0) {
+            s.prune_guard.max_delete_percent = p.0;
+        } else {
+            ctx.err(
+                diags,
+                &Path::parse("spec.pruneGuard.maxDeletePercent"),
+                "must be a percentage from 1 to 100",
+            );
+        }
+    }
     s.allow_restarts = spec.allow_restarts;
     if let Some(n) = spec.max_parallel {
         if n.0 == 0 {

@@ -539,16 +539,42 @@ fn plan_deletes(
     }
     // Highest index first within each set.
     scale_downs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)).then(b.2.cmp(&a.2)));
+    let deletes: Vec<(ObjectRef, String)> = scale_downs
+        .into_iter()
+        .map(|(_, _, _, id, reason)| (id, reason))
+        .chain(removed)
+        .collect();
+    // The prune guard: deleting every VM the fleet manages, or too many at once, is refused
+    // whole (which of them to keep would be arbitrary), and nothing is deleted.
+    let size = live
+        .objects
+        .iter()
+        .filter(|(id, o)| {
+            id.kind == Kind::VirtualMachine && owned_by(o, name) && !fleet.vms.contains_key(*id)
+        })
+        .count()
+        + fleet.vms.len();
+    let refusal =
+        fleet
+            .settings
+            .prune_guard
+            .refuses(name, size, deletes.len(), fleet.vms.is_empty());
     let mut deleted = BTreeSet::new();
-    for (_, _, _, id, reason) in scale_downs {
-        plan.steps
-            .push(Step::new(&id, Change::Delete, Class::Delete, reason));
-        deleted.insert(id);
+    for (id, reason) in deletes {
+        match &refusal {
+            Some(why) => {
+                plan.steps
+                    .push(Step::new(&id, Change::Delete, Class::Refused, why.clone()))
+            }
+            None => {
+                plan.steps
+                    .push(Step::new(&id, Change::Delete, Class::Delete, reason));
+                deleted.insert(id);
+            }
+        }
     }
-    for (id, reason) in removed {
-        plan.steps
-            .push(Step::new(&id, Change::Delete, Class::Delete, reason));
-        deleted.insert(id);
+    if let Some(why) = refusal {
+        plan.notes.push(why);
     }
     for id in &deleted {
         if let Some(object) = live.objects.get(id) {
