@@ -197,6 +197,11 @@ pub fn load_and_render_in(
     let templates =
         render::Templates::with_overrides_in(&loaded.fleet.settings.templates, &loaded.templates)?;
     let objects = render::render(&loaded.fleet, &templates, revision)?;
+    let mut problems = render::check_limits(&loaded.fleet, &objects);
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(fleet::Error::Invalid(problems).into());
+    }
     check_schemas(&objects)?;
     Ok((loaded.fleet, objects))
 }

@@ -49,6 +49,19 @@ pub const MAX_VCPUS: u32 = 512;
 pub const HOTPLUG_MIN_MEMORY: u64 = 1 << 30;
 /// Memory hot-plug works in 2Mi blocks (`HotplugBlockAlignmentBytes`).
 pub const HOTPLUG_ALIGNMENT: u64 = 2 << 20;
+/// Least guest memory a VM may have. No guest boots on less, and it catches a unit left out
+/// (`memory: 512`, in bytes); KubeVirt's admission refuses memory requests below 1M
+/// (`validateMemoryRequestsNegativeOrNull`, pkg/virt-api/webhooks/validating-webhook/admitters/
+/// vmi-create-admitter.go) but lets a guest of a few bytes through to fail at start.
+pub const MIN_MEMORY: u64 = 1 << 20;
+/// Longest inline cloud-init user data KubeVirt accepts: `cloudInitUserMaxLen` (2048 bytes) in
+/// vmi-create-admitter.go, checked on every VM's template; larger data must come from a Secret.
+/// Also far below the API server's request body limit (3 MiB, `MaxRequestBodyBytes` in
+/// k8s.io/apiserver/pkg/server/config.go).
+pub const MAX_USER_DATA: usize = 2048;
+/// Most bytes of annotations an object may carry: Kubernetes' `TotalAnnotationSizeLimitB`
+/// (256 KiB, k8s.io/apimachinery/pkg/api/validation/objectmeta.go).
+pub const MAX_ANNOTATION_BYTES: usize = 256 << 10;
 /// Default vCPUs when a VM names none.
 pub const DEFAULT_CPU: u32 = 1;
 /// Default guest memory when a VM names none (the hot-plug minimum, so hot-plug works).
@@ -469,8 +482,14 @@ mod tests {
         assert_eq!(guard.refuses("f", 3, 1, false), None);
         // more than half at once
         let why = guard.refuses("f", 10, 6, false).unwrap();
-        assert!(why.contains("delete 6 of the 10 VMs of fleet `f` (60%)"), "{why}");
-        assert!(why.contains("spec.pruneGuard.maxDeletePercent (50%)"), "{why}");
+        assert!(
+            why.contains("delete 6 of the 10 VMs of fleet `f` (60%)"),
+            "{why}"
+        );
+        assert!(
+            why.contains("spec.pruneGuard.maxDeletePercent (50%)"),
+            "{why}"
+        );
         // a fleet that declares nothing deletes nothing, unless allowed
         let why = guard.refuses("f", 1, 1, true).unwrap();
         assert!(why.contains("spec.pruneGuard.allowEmpty: true"), "{why}");

@@ -16,8 +16,9 @@ use super::model::{
 use super::yaml::{self, Path};
 use super::{
     Attachment, Ctx, DEFAULT_CPU, DEFAULT_MEMORY, Diags, Disk, DiskSource, Fleet, GeneratedNad,
-    HOTPLUG_ALIGNMENT, HOTPLUG_MIN_MEMORY, IpSettings, MAX_EXPANDED_BYTES, MAX_REPLICAS, MAX_VCPUS,
-    MAX_VMS_LIMIT, Network, Origin, Set, SetMember, SetStrategy, Settings, Vm, VmSpec,
+    HOTPLUG_ALIGNMENT, HOTPLUG_MIN_MEMORY, IpSettings, MAX_ANNOTATION_BYTES, MAX_EXPANDED_BYTES,
+    MAX_REPLICAS, MAX_USER_DATA, MAX_VCPUS, MAX_VMS_LIMIT, MIN_MEMORY, Network, Origin, Set,
+    SetMember, SetStrategy, Settings, Vm, VmSpec,
 };
 use crate::identity::{LABEL_MANAGED_BY, ObjectRef, WUKONG_PREFIX};
 use crate::quantity::Quantity;
@@ -196,6 +197,7 @@ fn within_budget(docs: &[Doc], settings: &Settings, diags: &mut Diags) -> bool {
     let mut most: Option<(u64, &Doc)> = None;
     let mut largest: Option<(u64, u64, u64, &Doc)> = None;
     let (mut sets, mut singles) = (0u32, 0u32);
+    let mut over = false;
     for d in docs {
         let value = &d.doc.value;
         match d.kind {
@@ -213,6 +215,15 @@ fn within_budget(docs: &[Doc], settings: &Settings, diags: &mut Diags) -> bool {
                     Value::String(s) => s.trim().parse().unwrap_or(0),
                     _ => 0,
                 };
+                if replicas > u64::from(MAX_REPLICAS) {
+                    set_ctx(d, settings).err(
+                        diags,
+                        &Path::parse("spec.replicas"),
+                        format!("{replicas} is above the limit of {MAX_REPLICAS} replicas per set"),
+                    );
+                    over = true;
+                    continue;
+                }
                 let template = value_size(&spec["template"]);
                 let expanded = template.saturating_mul(replicas);
                 vms = vms.saturating_add(replicas);
@@ -233,6 +244,9 @@ fn within_budget(docs: &[Doc], settings: &Settings, diags: &mut Diags) -> bool {
             .as_str()
             .unwrap_or(&settings.default_namespace);
         doc_ctx(d, Some(format!("WukongSet {ns}/{name}")))
+    }
+    if over {
+        return false;
     }
     if vms > u64::from(settings.max_vms)
         && let Some((replicas, d)) = most
@@ -936,6 +950,12 @@ impl Resolver {
         let mem_bytes = whole_bytes(&memory, ctx, diags, &p("memory"));
         if mem_bytes == Some(0) {
             ctx.err(diags, &p("memory"), "must be more than 0");
+        } else if mem_bytes.is_some_and(|b| b < MIN_MEMORY) {
+            ctx.err(
+                diags,
+                &p("memory"),
+                format!("{memory} is below 1Mi: no guest boots on that (a unit left out? e.g. 512Mi, 4Gi)"),
+            );
         }
         let min_memory = policy.min_memory;
         let max_memory = policy.max_memory;
@@ -1020,6 +1040,18 @@ impl Resolver {
             .as_ref()
             .and_then(|c| c.user_data.clone())
             .filter(|u| !u.trim().is_empty());
+        if let Some(u) = &user_data
+            && u.len() > MAX_USER_DATA
+        {
+            ctx.err(
+                diags,
+                &p("cloudInit.userData"),
+                format!(
+                    "{} bytes of user data, above the {MAX_USER_DATA} bytes KubeVirt accepts inline (cloudInitUserMaxLen)",
+                    u.len()
+                ),
+            );
+        }
 
         if diags.0.len() > before {
             return None;
@@ -1310,6 +1342,21 @@ impl Resolver {
                 Some((a, b)) => is_dns_label(a) && is_dns_subdomain(b),
                 None => is_dns_subdomain(nad),
             };
+            let namespaces = &self.settings.namespaces;
+            if let Some((other, _)) = nad.split_once('/')
+                && valid
+                && !namespaces.is_empty()
+                && !namespaces.iter().any(|n| n == other)
+            {
+                ctx.err(
+                    diags,
+                    &p.key("nadName"),
+                    format!(
+                        "namespace `{other}` is not in the fleet's allowed namespaces ({})",
+                        namespaces.join(", ")
+                    ),
+                );
+            }
             if !valid {
                 ctx.err(
                     diags,
@@ -1710,6 +1757,17 @@ fn check_label(k: &str, v: &str, ctx: &Ctx, diags: &mut Diags, p: &Path) {
 fn check_labels(m: &Metadata, ctx: &Ctx, diags: &mut Diags, base: &Path) {
     for (k, v) in &m.labels {
         check_label(k, v, ctx, diags, &base.key("labels").key(k));
+    }
+    let annotation_bytes: usize = m.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if annotation_bytes > MAX_ANNOTATION_BYTES {
+        ctx.err(
+            diags,
+            &base.key("annotations"),
+            format!(
+                "{annotation_bytes} bytes of annotations, above the {} KiB Kubernetes accepts on an object",
+                MAX_ANNOTATION_BYTES >> 10
+            ),
+        );
     }
     for k in m.annotations.keys() {
         let p = base.key("annotations").key(k);

@@ -301,6 +301,56 @@ fn check_identity(m: &Value, id: &ObjectRef) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest inline cloud-init network data KubeVirt accepts: `cloudInitNetworkMaxLen` (2048
+/// bytes) in pkg/virt-api/webhooks/validating-webhook/admitters/vmi-create-admitter.go.
+pub const MAX_NETWORK_DATA: usize = 2048;
+/// Largest object Wukong writes, as JSON: etcd stores requests of at most 1.5 MiB by default
+/// (`--max-request-bytes`), and the API server refuses bodies above twice that
+/// (`MaxRequestBodyBytes`, 3 MiB, k8s.io/apiserver/pkg/server/config.go).
+pub const MAX_OBJECT_BYTES: usize = 3 << 19;
+
+/// What the cluster would refuse in the rendered objects — cloud-init network data longer than
+/// KubeVirt accepts, an object larger than the API server stores — as problems of the fleet,
+/// located at the VM's declaration.
+pub fn check_limits(fleet: &Fleet, objects: &[Rendered]) -> Vec<crate::fleet::Diagnostic> {
+    let mut problems = Vec::new();
+    for o in objects {
+        let Some(vm) = fleet.vms.get(&o.id) else {
+            continue;
+        };
+        let mut problem = |message: String| {
+            problems.push(crate::fleet::Diagnostic {
+                origin: vm.origin.clone(),
+                object: Some(vm.object.clone()),
+                message,
+            });
+        };
+        let network_data = o
+            .manifest
+            .pointer("/spec/template/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.pointer("/cloudInitNoCloud/networkData")?.as_str())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        if network_data > MAX_NETWORK_DATA {
+            problem(format!(
+                "the cloud-init network data of its networks is {network_data} bytes, above the {MAX_NETWORK_DATA} bytes KubeVirt accepts inline (cloudInitNetworkMaxLen); give fewer networks a static ipConfig"
+            ));
+        }
+        let size = serde_json::to_vec(&o.manifest).map_or(0, |b| b.len());
+        if size > MAX_OBJECT_BYTES {
+            problem(format!(
+                "the rendered VirtualMachine is {size} bytes, above the {} KiB the API server stores (etcd's request limit)",
+                MAX_OBJECT_BYTES >> 10
+            ));
+        }
+    }
+    problems
+}
+
 /// Serialise rendered objects as a multi-document YAML stream.
 ///
 /// Each document is checked to parse back to exactly its manifest; the YAML emitter writes
