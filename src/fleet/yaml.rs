@@ -277,13 +277,12 @@ fn record(text: &str) -> Result<Vec<Positions>, Failure> {
 /// there is known to be bounded), and its message is taken when it stops before that end.
 fn explain(text: &str, e: yaml_rust2::ScanError) -> SyntaxError {
     let at = Position::from(*e.marker());
-    let end = text[e.marker().index().min(text.len())..]
-        .find('\n')
-        .map_or(text.len(), |i| e.marker().index() + i);
-    let end = (0..=end)
-        .rev()
-        .find(|i| text.is_char_boundary(*i))
-        .unwrap_or(0);
+    // yaml-rust2 counts characters, not bytes
+    let offset = text
+        .char_indices()
+        .nth(e.marker().index())
+        .map_or(text.len(), |(byte, _)| byte);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     let prefix = &text[..end];
     let lines_in_prefix = prefix.lines().count().max(1);
     for de in serde_yaml::Deserializer::from_str(prefix) {
@@ -479,6 +478,31 @@ spec:
         let err = parse_documents("a: 1\nb: [1, 2\n").unwrap_err();
         assert_eq!(err.position.line, 3);
         assert!(!err.message.contains(" at line "), "{}", err.message);
+    }
+
+    #[test]
+    fn syntax_errors_after_multibyte_characters() {
+        let err = parse_documents("a: \"ééééé\"\nb: [1, 2\nc: ü\n").unwrap_err();
+        assert_eq!(err.position.line, 3, "{err:?}");
+        let err = parse_documents("é: ü\nb: @x\n").unwrap_err();
+        assert_eq!(err.position.line, 2, "{err:?}");
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_serde_yaml_parses() {
+        for text in [
+            format!("a: {}", "[".repeat(100_000)),
+            format!("a: {}", "{b: ".repeat(100_000)),
+            format!("a:\n{}x\n", "- ".repeat(100_000)),
+        ] {
+            let err = parse_documents(&text).unwrap_err();
+            assert!(
+                err.message.contains("nesting deeper than 64 levels"),
+                "{err:?}"
+            );
+        }
+        let ok = format!("a: {}1{}\n", "[".repeat(63), "]".repeat(63));
+        assert!(parse_documents(&ok).is_ok());
     }
 
     #[test]
