@@ -176,14 +176,16 @@ impl Default for Settings {
 }
 
 /// The prune guard: a plan that would delete every VM the fleet manages because the fleet
-/// declares none (Argo CD's `allowEmpty`), or more than a share of them at once, has those
-/// deletes refused.
+/// declares none (Argo CD's `allowEmpty`), or that would prune (delete because no document
+/// declares them any more) more than a share of the fleet's VMs at once, has those deletes
+/// refused. Accidents — files renamed, emptied or moved, a bad merge — make VMs vanish from
+/// the fleet; a set scaled in says how many VMs it wants and is not limited by the share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PruneGuard {
     /// Allow a fleet that declares no VMs to delete every VM it manages
     /// (`spec.pruneGuard.allowEmpty`).
     pub allow_empty: bool,
-    /// Most VMs one plan may delete, in percent of the fleet's VMs
+    /// Most VMs one plan may prune, in percent of the fleet's VMs
     /// (`spec.pruneGuard.maxDeletePercent`, 1–100).
     pub max_delete_percent: u32,
 }
@@ -198,32 +200,26 @@ impl Default for PruneGuard {
 }
 
 impl PruneGuard {
-    /// Why a plan of fleet `fleet` must not delete `deleting` VMs, if it must not.
+    /// Why a fleet `fleet` that declares no VMs must not delete the `deleting` it manages, if
+    /// it must not.
+    pub fn refuses_emptying(&self, fleet: &str, deleting: usize) -> Option<String> {
+        (deleting > 0 && !self.allow_empty).then(|| format!(
+            "refused by the prune guard: the fleet declares no VMs, so this plan would delete all {deleting} VMs fleet `{fleet}` manages; set spec.pruneGuard.allowEmpty: true in the Fleet document to allow it"
+        ))
+    }
+
+    /// Why a plan of fleet `fleet` must not prune `pruning` VMs, if it must not. At least one
+    /// VM may always be pruned.
     ///
     /// `size` is the fleet's VMs: those it manages in the cluster and those it declares, each
-    /// counted once. Creations do not change it, so a plan refused because it deletes too much
-    /// is refused again after its creations were applied: the guard cannot be got round by
-    /// running the plan twice.
-    pub fn refuses(
-        &self,
-        fleet: &str,
-        size: usize,
-        deleting: usize,
-        declares_none: bool,
-    ) -> Option<String> {
-        if deleting == 0 {
-            return None;
-        }
-        if declares_none {
-            return (!self.allow_empty).then(|| format!(
-                "refused by the prune guard: the fleet declares no VMs, so this plan would delete all {deleting} VMs fleet `{fleet}` manages; set spec.pruneGuard.allowEmpty: true in the Fleet document to allow it"
-            ));
-        }
+    /// counted once. Applying the plan's other steps does not raise it, so a refusal stands on
+    /// the next run: the guard cannot be got round by applying the plan twice.
+    pub fn refuses_pruning(&self, fleet: &str, size: usize, pruning: usize) -> Option<String> {
         let allowed = (size * self.max_delete_percent as usize / 100).max(1);
-        (deleting > allowed).then(|| {
+        (pruning > allowed).then(|| {
             format!(
-                "refused by the prune guard: this plan would delete {deleting} of the {size} VMs of fleet `{fleet}` ({}%), more than spec.pruneGuard.maxDeletePercent ({}%) allows at once; raise it in the Fleet document to allow it",
-                deleting * 100 / size.max(1),
+                "refused by the prune guard: this plan would prune {pruning} of the {size} VMs of fleet `{fleet}` ({}%), more than spec.pruneGuard.maxDeletePercent ({}%) allows at once; raise it in the Fleet document to allow it",
+                pruning * 100 / size.max(1),
                 self.max_delete_percent
             )
         })
@@ -473,17 +469,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_prune_guard_refuses_emptying_and_mass_deletes() {
+    fn the_prune_guard_refuses_emptying_and_mass_pruning() {
         let guard = PruneGuard::default();
-        // nothing to delete, a small share, at least one VM always
-        assert_eq!(guard.refuses("f", 10, 0, false), None);
-        assert_eq!(guard.refuses("f", 10, 5, false), None);
-        assert_eq!(guard.refuses("f", 1, 1, false), None);
-        assert_eq!(guard.refuses("f", 3, 1, false), None);
+        // nothing to prune, a small share, at least one VM always
+        assert_eq!(guard.refuses_pruning("f", 10, 0), None);
+        assert_eq!(guard.refuses_pruning("f", 10, 5), None);
+        assert_eq!(guard.refuses_pruning("f", 1, 1), None);
+        assert_eq!(guard.refuses_pruning("f", 3, 1), None);
         // more than half at once
-        let why = guard.refuses("f", 10, 6, false).unwrap();
+        let why = guard.refuses_pruning("f", 10, 6).unwrap();
         assert!(
-            why.contains("delete 6 of the 10 VMs of fleet `f` (60%)"),
+            why.contains("prune 6 of the 10 VMs of fleet `f` (60%)"),
             "{why}"
         );
         assert!(
@@ -491,13 +487,14 @@ mod tests {
             "{why}"
         );
         // a fleet that declares nothing deletes nothing, unless allowed
-        let why = guard.refuses("f", 1, 1, true).unwrap();
+        assert_eq!(guard.refuses_emptying("f", 0), None);
+        let why = guard.refuses_emptying("f", 1).unwrap();
         assert!(why.contains("spec.pruneGuard.allowEmpty: true"), "{why}");
         let open = PruneGuard {
             allow_empty: true,
             max_delete_percent: 100,
         };
-        assert_eq!(open.refuses("f", 7, 7, true), None);
-        assert_eq!(open.refuses("f", 7, 6, false), None);
+        assert_eq!(open.refuses_emptying("f", 7), None);
+        assert_eq!(open.refuses_pruning("f", 7, 7), None);
     }
 }

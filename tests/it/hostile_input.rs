@@ -442,19 +442,20 @@ async fn no_guard_against_emptying_the_fleet() {
             "spec.pruneGuard.allowEmpty: true",
         ),
         (
-            "a set scaled in and a VM removed at once",
+            "most files replaced by a new one (a bad merge)",
             Box::new(|f: &Path| {
                 std::fs::remove_file(f.join("db.yaml")).unwrap();
-                std::fs::write(f.join("web.yaml"), set_doc("web", 1)).unwrap();
+                std::fs::write(f.join("web.yaml"), vm_doc("cache")).unwrap();
             }),
-            "this plan would delete 2 of the 3 VMs of fleet `hostile` (66%), more than spec.pruneGuard.maxDeletePercent (50%) allows at once; raise it in the Fleet document to allow it",
+            "this plan would prune 3 of the 4 VMs of fleet `hostile` (75%), more than spec.pruneGuard.maxDeletePercent (50%) allows at once; raise it in the Fleet document to allow it",
         ),
     ];
     for (what, mishap, want) in mishaps {
         good("");
+        let before = vms(&sim);
         mishap(&fleet);
         let out = apply(&sim, &fleet).await;
-        // The plan is shown with the deletes refused; nothing else to do, so apply succeeds.
+        // The plan is shown with the deletes refused, the rest is applied.
         assert!(out.status.success(), "{what}: {}", text(&out));
         assert!(
             text(&out).contains(want),
@@ -462,8 +463,11 @@ async fn no_guard_against_emptying_the_fleet() {
             text(&out)
         );
         assert!(text(&out).contains("refused"), "{what}: {}", text(&out));
-        assert_eq!(vms(&sim), all, "{what}: nothing deleted");
+        assert!(vms(&sim).is_superset(&before), "{what}: nothing deleted");
     }
+    // The bad merge's new VM was created; the three it would have pruned are all there.
+    assert!(vms(&sim).contains("cache"));
+    let all = vms(&sim);
 
     // Mishaps that are errors: nothing is planned at all.
     let errors: Vec<(&str, Mishap, &str)> = vec![
@@ -512,8 +516,18 @@ async fn no_guard_against_emptying_the_fleet() {
             "{what}: {want} not in {}",
             text(&out)
         );
-        assert_eq!(vms(&sim), all, "{what}: nothing deleted");
+        assert_eq!(vms(&sim), all, "{what}: nothing deleted or created");
     }
+    // A set scaled in says how many VMs it wants: the share does not limit it.
+    good("");
+    std::fs::write(fleet.join("web.yaml"), set_doc("web", 0)).unwrap();
+    let out = apply(&sim, &fleet).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("refused by the prune guard"),
+        "{}",
+        text(&out)
+    );
 
     // validate of an empty or a wrong directory is not "valid".
     let empty = tempfile::tempdir().unwrap();
