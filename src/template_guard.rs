@@ -82,11 +82,11 @@ pub fn check(text: &str) -> Result<(), Refused> {
             Some(b'>') => {
                 return refuse(
                     start,
-                    "partials (`{{>`) are not allowed: a template may only include itself or the other template, which has no use and can recurse forever".into(),
+                    "partials (`{{>`) are not allowed: a partial can include itself and recurse forever".into(),
                 );
             }
             Some(b'*') => {
-                return refuse(start, "decorators (`{{*`) are not allowed".into());
+                return refuse(start, "decorators (`{{*`) are not allowed: they define partials, which can recurse forever".into());
             }
             Some(b'#') => {
                 let k = skip_space(j + 1);
@@ -94,13 +94,13 @@ pub fn check(text: &str) -> Result<(), Refused> {
                     Some(b'>') => {
                         return refuse(
                             start,
-                            "partial blocks (`{{#>`) are not allowed: a template may only include itself or the other template, which has no use and can recurse forever".into(),
+                            "partial blocks (`{{#>`) are not allowed: a partial can include itself and recurse forever".into(),
                         );
                     }
                     Some(b'*') => {
                         return refuse(
                             start,
-                            "inline partials and decorator blocks (`{{#*`) are not allowed".into(),
+                            "inline partials and decorator blocks (`{{#*`) are not allowed: a partial can include itself and recurse forever".into(),
                         );
                     }
                     _ => {}
