@@ -591,6 +591,11 @@ fn cheap_inputs_do_not_exhaust_time_or_memory() {
             .join(", ")
     );
     let long_paths = format!("{head}{chain}{leaves}");
+    // A 1 MB template in a set of 300: 300 MB once expanded.
+    let heavy = format!(
+        "apiVersion: vm.novasphere.dev/v1alpha1\nkind: WukongSet\nmetadata:\n  name: web\nspec:\n  replicas: 300\n  template:\n    metadata:\n      annotations: {{a: '{}'}}\n    spec: {{cpu: 1}}\n",
+        "x".repeat(1_000_000)
+    );
     for (what, text_of, want) in [
         (
             "400 KB of nested flow sequences",
@@ -603,6 +608,11 @@ fn cheap_inputs_do_not_exhaust_time_or_memory() {
             "db.yaml:7:13: WukongSet default/s0: spec.replicas: the fleet declares 800000 VMs (8 WukongSets, 0 Wukongs), above its limit of 20000 (Fleet spec.maxVMs, at most 100000); this set declares 100000",
         ),
         ("deep paths with long keys", long_paths, "db.yaml:"),
+        (
+            "a 1 MB template in a set of 300",
+            heavy,
+            "db.yaml:8:5: WukongSet default/web: spec.template: the fleet's templates would expand to about 286 MiB, above the limit of 256 MiB; this set's 976 KiB template × 300 replicas makes 286 MiB",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), &[("db.yaml", &text_of)]);
