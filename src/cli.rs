@@ -162,46 +162,96 @@ pub enum Error {
     Demo(String),
     #[error("apply cancelled: the answer was not 'yes'")]
     Cancelled,
+    #[error(
+        "{}: no fleet documents (kind Wukong, WukongSet or Fleet of apiVersion {}) in {files} YAML file{}{}; only *.yaml and *.yml files outside hidden directories are read",
+        path.display(),
+        fleet::model::API_VERSION,
+        if *files == 1 { "" } else { "s" },
+        if *skipped == 0 { String::new() } else { format!(" ({skipped} documents of other APIs)") }
+    )]
+    NoFleet {
+        path: PathBuf,
+        files: usize,
+        skipped: usize,
+    },
     #[error("rendered objects do not match the official schemas:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Schema(Vec<schema::SchemaError>),
 }
 
-/// Read, validate and render a fleet directory; schema-check every rendered object.
+/// Read, validate and render a fleet directory; schema-check every rendered object. The fleet
+/// may not read anything outside its Git working tree (or itself, when it is in none).
 pub fn load_and_render(
     path: &Path,
     revision: &str,
 ) -> Result<(fleet::Fleet, Vec<render::Rendered>), Error> {
-    let files = source::read_fleet(path)?;
-    let fleet = fleet::load(&files)?;
-    let root = if path.is_dir() {
-        path
-    } else {
-        path.parent().unwrap_or(Path::new("."))
-    };
-    let overrides = source::read_templates(&root.join(&fleet.settings.templates))?;
-    let templates = render::Templates::with_overrides(&overrides)?;
-    let objects = render::render(&fleet, &templates, revision)?;
+    load_and_render_in(&source::Repository::open(path)?, revision)
+}
+
+/// [`load_and_render`] for a fleet already located (the daemon names its checkout as the
+/// repository).
+pub fn load_and_render_in(
+    repo: &source::Repository,
+    revision: &str,
+) -> Result<(fleet::Fleet, Vec<render::Rendered>), Error> {
+    let loaded = load(repo)?;
+    let templates =
+        render::Templates::with_overrides_in(&loaded.fleet.settings.templates, &loaded.templates)?;
+    let objects = render::render(&loaded.fleet, &templates, revision)?;
+    let mut problems = render::check_limits(&loaded.fleet, &objects);
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(fleet::Error::Invalid(problems).into());
+    }
     check_schemas(&objects)?;
-    Ok((fleet, objects))
+    Ok((loaded.fleet, objects))
+}
+
+/// A fleet read and validated, with what it was made from.
+struct Loaded {
+    fleet: fleet::Fleet,
+    files: Vec<fleet::SourceFile>,
+    /// Template overrides, (file name, text).
+    templates: Vec<(String, String)>,
+}
+
+/// Read and validate a fleet and read its template overrides: every problem of the files,
+/// the documents and the templates' links is reported at once.
+fn load(repo: &source::Repository) -> Result<Loaded, Error> {
+    let read = repo.fleet_files()?;
+    let fleet = fleet::load_with(&read.files, read.problems)?;
+    // An empty or wrong directory is not an empty fleet: applied with pruning on, it would
+    // delete every VM.
+    if fleet.documents == 0 {
+        return Err(Error::NoFleet {
+            path: repo.root().to_owned(),
+            files: read.files.len(),
+            skipped: fleet.skipped.len(),
+        });
+    }
+    let templates = repo.templates(&fleet.settings.templates)?;
+    if !templates.problems.is_empty() {
+        let mut problems = templates.problems;
+        problems.sort();
+        return Err(fleet::Error::Invalid(problems).into());
+    }
+    Ok(Loaded {
+        fleet,
+        files: read.files,
+        templates: templates.files,
+    })
 }
 
 /// A digest of everything a fleet is made from (its YAML files and templates), so that a saved
 /// plan can tell when the fleet changed since.
 pub fn fleet_digest(path: &Path) -> Result<String, Error> {
     use sha2::{Digest, Sha256};
-    let files = source::read_fleet(path)?;
-    let fleet = fleet::load(&files)?;
-    let root = if path.is_dir() {
-        path
-    } else {
-        path.parent().unwrap_or(Path::new("."))
-    };
-    let templates = source::read_templates(&root.join(&fleet.settings.templates))?;
+    let loaded = load(&source::Repository::open(path)?)?;
     let mut hash = Sha256::new();
-    for (name, text) in files
+    for (name, text) in loaded
+        .files
         .iter()
         .map(|f| (&f.path, &f.text))
-        .chain(templates.iter().map(|(n, t)| (n, t)))
+        .chain(loaded.templates.iter().map(|(n, t)| (n, t)))
     {
         hash.update(name.as_bytes());
         hash.update([0]);
@@ -363,6 +413,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(())
             }),
         Command::Validate { path } => load_and_render(&path, "local").map(|(f, objects)| {
+            if f.vms.is_empty() {
+                eprintln!(
+                    "warning: the fleet declares no VMs{}",
+                    if f.settings.prune {
+                        "; with prune: true, applying it would delete every VM it manages (the prune guard refuses that unless spec.pruneGuard.allowEmpty is true)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             eprintln!(
                 "{}: valid ({} VMs, {} sets, {} objects rendered{})",
                 path.display(),

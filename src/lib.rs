@@ -25,3 +25,4 @@ pub mod render;
 pub mod schema;
 pub mod sim;
 pub mod source;
+pub mod template_guard;

@@ -421,6 +421,11 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
             stopped.clone(),
             leader,
         );
+        let pipeline = if args.watch {
+            pipeline
+        } else {
+            pipeline.in_git_checkout(args.path.clone())
+        };
         let reconcile = tokio::spawn(run::run(
             origin,
             pipeline,

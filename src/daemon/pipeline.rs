@@ -9,11 +9,11 @@
 //! Ctrl-C stops `wukong apply`: the steps in flight finish, no new one starts.
 //!
 //! Depends on the pipeline's modules ([`crate::fleet`] through [`crate::apply`]), on
-//! [`crate::cli::load_and_render`] (the one function that loads, renders and schema-checks),
+//! [`crate::cli::load_and_render_in`] (the one function that loads, renders and schema-checks),
 //! and on [`super::events`] for the Events it writes on the objects it changes.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use crate::live::LiveState;
 use crate::live::read::{Connection, Scope};
 use crate::plan::{self, Plan, output};
 use crate::render::Rendered;
+use crate::source;
 
 use super::events::Recorder;
 use super::run::{Outcome, ReconcileError, Reconciler};
@@ -60,6 +61,10 @@ pub struct Pipeline {
     client: OnceCell<kube::Client>,
     /// Server-side dry-run answers kept between cycles, so a quiet cycle sends none.
     dry_runs: tokio::sync::Mutex<plan::dry_run::Cache>,
+    /// How the fleet root lies in a Git checkout: the sub-directory (`--path`) it is in, so
+    /// the checkout's root is the repository the fleet may not leave. `None`: a plain
+    /// directory, whose Git working tree (if any) is found by [`source::Repository::open`].
+    checkout_subdir: Option<PathBuf>,
 }
 
 impl Pipeline {
@@ -76,6 +81,29 @@ impl Pipeline {
             leader,
             client: OnceCell::new(),
             dry_runs: tokio::sync::Mutex::new(plan::dry_run::Cache::default()),
+            checkout_subdir: None,
+        }
+    }
+
+    /// The fleet roots given to [`Reconciler::reconcile`] are `subdir` (empty: the root) of a
+    /// Git checkout, which is the repository nothing in the fleet may resolve outside of.
+    pub fn in_git_checkout(mut self, subdir: Option<PathBuf>) -> Pipeline {
+        self.checkout_subdir = Some(subdir.unwrap_or_default());
+        self
+    }
+
+    /// The repository a fleet root is read from (see [`Pipeline::in_git_checkout`]).
+    fn repository(&self, fleet_root: &Path) -> Result<source::Repository, source::Error> {
+        match &self.checkout_subdir {
+            None => source::Repository::open(fleet_root),
+            Some(subdir) => {
+                let depth = subdir
+                    .components()
+                    .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                    .count();
+                let checkout = fleet_root.ancestors().nth(depth).unwrap_or(fleet_root);
+                source::Repository::open_within(fleet_root, checkout)
+            }
         }
     }
 
@@ -230,6 +258,44 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Load, validate and render the revision on a blocking thread. Any failure to load it —
+    /// a panic included — rejects the revision: the last good one stays in force (a panic
+    /// must never make a revision "good", nor take the daemon down).
+    async fn load(
+        &self,
+        fleet_root: &Path,
+        revision: &str,
+    ) -> Result<(Fleet, Vec<crate::render::Rendered>), ReconcileError> {
+        let repository = self
+            .repository(fleet_root)
+            .map_err(|e| ReconcileError::Rejected(e.to_string()))?;
+        let rev = revision.to_owned();
+        let task = tokio::task::spawn_blocking(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::cli::load_and_render_in(&repository, &rev)
+            }))
+        });
+        match task.await {
+            Ok(Ok(loaded)) => loaded.map_err(|e| ReconcileError::Rejected(e.to_string())),
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)");
+                tracing::error!(panic = %what, "loading the revision panicked");
+                Err(ReconcileError::Rejected(format!(
+                    "loading the revision failed unexpectedly (a bug in Wukong; please report it): {what}"
+                )))
+            }
+            Err(e) => Err(ReconcileError::Rejected(format!(
+                "loading the revision failed unexpectedly: {e}"
+            ))),
+        }
+    }
+}
+
 /// VMs with any step left: live state that differs from the fleet.
 fn drift(plan: &Plan) -> usize {
     plan.steps
@@ -280,13 +346,7 @@ impl Reconciler for Pipeline {
         revision: &str,
         apply: bool,
     ) -> Result<Outcome, ReconcileError> {
-        let root = fleet_root.to_owned();
-        let rev = revision.to_owned();
-        let (fleet, objects) =
-            tokio::task::spawn_blocking(move || crate::cli::load_and_render(&root, &rev))
-                .await
-                .map_err(|e| ReconcileError::Failed(format!("the render task failed: {e}")))?
-                .map_err(|e| ReconcileError::Rejected(e.to_string()))?;
+        let (fleet, objects) = self.load(fleet_root, revision).await?;
         let client = self.client().await?;
         let mut live = self
             .read(&client, &fleet)

@@ -111,6 +111,9 @@ struct Loop<R> {
     shared: Shared,
     /// The revision in force (last one accepted).
     in_force: Option<Checkout>,
+    /// Whether the revision in force was reconciled since the start (it may be restored from
+    /// the cache only).
+    in_force_reconciled: bool,
     /// The last revision rejected, not retried until it changes.
     rejected: Option<String>,
     fetch_failures: u32,
@@ -150,6 +153,7 @@ pub async fn run<R: Reconciler>(
         reconciler,
         shared,
         in_force,
+        in_force_reconciled: false,
         rejected: None,
         fetch_failures: 0,
         reconciles: 0,
@@ -270,6 +274,23 @@ impl<R: Reconciler> Loop<R> {
         if new {
             tracing::info!(revision = %checkout.revision, ?trigger, "new revision");
             self.reconcile(&checkout).await;
+            // A daemon (re)started while the head is invalid puts the last good revision back
+            // in force now, not only when the drift timer fires.
+            let rejected = self.rejected.as_deref() == Some(checkout.revision.as_str());
+            if rejected && !self.in_force_reconciled {
+                self.in_force_reconciled = true;
+                match self.in_force.clone() {
+                    Some(last_good) => {
+                        tracing::info!(revision = %last_good.revision, "reconciling the last good revision");
+                        self.reconcile(&last_good).await;
+                        // The head stays the rejected revision, not retried until it changes.
+                        self.rejected = Some(checkout.revision.clone());
+                    }
+                    None => tracing::warn!(
+                        "no good revision is known (none in the cache): nothing is applied until a valid revision arrives"
+                    ),
+                }
+            }
         }
         (
             schedule::next_poll(self.options.interval, 0, &mut self.rng),
@@ -369,6 +390,7 @@ impl<R: Reconciler> Loop<R> {
             }
         }
         self.in_force = Some(checkout.clone());
+        self.in_force_reconciled = true;
     }
 }
 

@@ -129,6 +129,8 @@ impl Expander {
 
     fn compile(&mut self, s: &str) -> Result<String, String> {
         let source = translate(s).map_err(|e| format!("cannot expand {}: {e}", quote(s)))?;
+        crate::template_guard::check(&source)
+            .map_err(|e| format!("cannot expand {}: {}", quote(s), e.message))?;
         let name = format!("t{}", self.compiled.len());
         self.hb
             .register_template_string(&name, source)
@@ -197,7 +199,7 @@ fn to_handlebars(body: &str) -> Result<String, String> {
     };
     let tokens = tokenize(expr)?;
     let mut p = ExprParser { tokens, pos: 0 };
-    let ast = p.sum()?;
+    let (ast, _) = p.sum(0)?;
     if p.pos != p.tokens.len() {
         return Err(format!("unexpected `{}` in `${{{body}}}`", p.tokens[p.pos]));
     }
@@ -303,6 +305,17 @@ impl Ast {
     }
 }
 
+/// Deepest nesting an arithmetic expression may have (parentheses, unary minus, and chains
+/// of operators, each of which nests one handlebars sub-expression deeper). The parser, the
+/// translation and handlebars all recurse once per level; real expressions nest two or three
+/// levels (`${(INDEX+1)*2}`), and `${` followed by ten thousand `-` must be refused, not
+/// overflow the stack.
+const MAX_EXPR_DEPTH: usize = 16;
+
+fn too_deep() -> String {
+    format!("the expression is nested deeper than {MAX_EXPR_DEPTH} levels")
+}
+
 struct ExprParser {
     tokens: Vec<Token>,
     pos: usize,
@@ -316,44 +329,59 @@ impl ExprParser {
         }
     }
 
-    fn sum(&mut self) -> Result<Ast, String> {
-        let mut left = self.product()?;
+    // Each function takes the nesting level it is called at and returns the tree with its
+    // height; both are kept within MAX_EXPR_DEPTH, so the recursion is bounded.
+
+    fn sum(&mut self, level: usize) -> Result<(Ast, usize), String> {
+        let (mut left, mut height) = self.product(level)?;
         while let Some(c @ ('+' | '-')) = self.peek_op() {
             self.pos += 1;
-            let right = self.product()?;
+            let (right, h) = self.product(level)?;
             let op = if c == '+' { Op::Add } else { Op::Sub };
             left = Ast::Bin(op, Box::new(left), Box::new(right));
+            height = height.max(h) + 1;
+            if height > MAX_EXPR_DEPTH {
+                return Err(too_deep());
+            }
         }
-        Ok(left)
+        Ok((left, height))
     }
 
-    fn product(&mut self) -> Result<Ast, String> {
-        let mut left = self.unary()?;
+    fn product(&mut self, level: usize) -> Result<(Ast, usize), String> {
+        let (mut left, mut height) = self.unary(level)?;
         while let Some(c @ ('*' | '/' | '%')) = self.peek_op() {
             self.pos += 1;
-            let right = self.unary()?;
+            let (right, h) = self.unary(level)?;
             let op = match c {
                 '*' => Op::Mul,
                 '/' => Op::Div,
                 _ => Op::Mod,
             };
             left = Ast::Bin(op, Box::new(left), Box::new(right));
+            height = height.max(h) + 1;
+            if height > MAX_EXPR_DEPTH {
+                return Err(too_deep());
+            }
         }
-        Ok(left)
+        Ok((left, height))
     }
 
-    fn unary(&mut self) -> Result<Ast, String> {
+    fn unary(&mut self, level: usize) -> Result<(Ast, usize), String> {
+        if level >= MAX_EXPR_DEPTH {
+            return Err(too_deep());
+        }
         if self.peek_op() == Some('-') {
             self.pos += 1;
-            return Ok(Ast::Neg(Box::new(self.unary()?)));
+            let (inner, h) = self.unary(level + 1)?;
+            return Ok((Ast::Neg(Box::new(inner)), h + 1));
         }
         let tok = self.tokens.get(self.pos).cloned();
         self.pos += 1;
         match tok {
-            Some(Token::Int(n)) => Ok(Ast::Int(n)),
-            Some(Token::Var(v)) => Ok(Ast::Var(v)),
+            Some(Token::Int(n)) => Ok((Ast::Int(n), 0)),
+            Some(Token::Var(v)) => Ok((Ast::Var(v), 0)),
             Some(Token::Op('(')) => {
-                let inner = self.sum()?;
+                let inner = self.sum(level + 1)?;
                 if self.peek_op() != Some(')') {
                     return Err("missing `)`".to_owned());
                 }
@@ -531,6 +559,41 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(expand(input, 1), Err(want.to_owned()), "{input}");
         }
+    }
+
+    #[test]
+    fn recursion_over_input_is_bounded() {
+        let minus = format!("${{{}INDEX}}", "-".repeat(10_000));
+        let parens = format!("${{{}INDEX{}}}", "(".repeat(100_000), ")".repeat(100_000));
+        let chain = format!("${{INDEX{}}}", "+1".repeat(1_000));
+        let nested_hbs = format!(
+            "{{{{{}INDEX{}}}}}",
+            "add (".repeat(50_000),
+            " 1)".repeat(50_000)
+        );
+        for (input, wants) in [
+            (minus.as_str(), "nested deeper than 16 levels"),
+            (parens.as_str(), "nested deeper than 16 levels"),
+            (chain.as_str(), "nested deeper than 16 levels"),
+            (
+                nested_hbs.as_str(),
+                "sub-expressions are nested deeper than 32 levels",
+            ),
+            (
+                "{{#*inline \"p\"}}{{> p}}{{/inline}}{{> p}}",
+                "inline partials and decorator blocks",
+            ),
+            ("{{> t0}}", "partials (`{{>`) are not allowed"),
+        ] {
+            let e = expand(input, 1).unwrap_err();
+            assert!(e.contains(wants), "{e}");
+        }
+        // within the bounds, deep expressions still work
+        assert_eq!(expand("${((((INDEX+1))))*2}", 3).as_deref(), Ok("8"));
+        assert_eq!(
+            expand(&format!("${{INDEX{}}}", "+1".repeat(16)), 0).as_deref(),
+            Ok("16")
+        );
     }
 
     #[test]

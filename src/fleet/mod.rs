@@ -25,12 +25,43 @@ use yaml::{Path, Position, Positions};
 /// Most instances one WukongSet may declare: a typo such as `replicas: 10000000` must not
 /// exhaust memory. Ten times the largest fleet Wukong is benchmarked for.
 pub const MAX_REPLICAS: u32 = 100_000;
+/// Most VMs a fleet declares unless its settings say otherwise (`spec.maxVMs`). Checked
+/// before any WukongSet is expanded, so that a one-kilobyte file declaring a few sets of
+/// 100,000 replicas is refused at once instead of taking gigabytes: a VM costs some tens of
+/// kilobytes through expansion, rendering and planning, and the daemon's deployment has 1 GiB.
+/// Twice the 10,000-VM fleet Wukong is benchmarked for.
+pub const DEFAULT_MAX_VMS: u32 = 20_000;
+/// Highest `spec.maxVMs` a fleet may set: the per-set limit [`MAX_REPLICAS`], for the whole
+/// fleet (beyond it no machine Wukong runs on holds the fleet in memory).
+pub const MAX_VMS_LIMIT: u32 = MAX_REPLICAS;
+/// Most bytes of template the fleet's WukongSets may expand to (template size × replicas,
+/// estimated before expanding): 256 MiB, far above a 10,000-VM fleet with cloud-init (about
+/// 20 MiB), far below what would exhaust the daemon.
+pub const MAX_EXPANDED_BYTES: u64 = 256 << 20;
+/// Most VMs one plan may delete, in percent of those the fleet manages, unless the fleet's
+/// `spec.pruneGuard.maxDeletePercent` says otherwise. A fleet emptied by accident (files
+/// renamed or moved, a bad merge) loses most or all of its VMs at once; routine work — removing
+/// a VM, scaling a set in by half — stays under it. At least one VM may always be deleted.
+pub const DEFAULT_MAX_DELETE_PERCENT: u32 = 50;
 /// KubeVirt caps sockets × cores × threads at 512 when it computes hot-plug limits.
 pub const MAX_VCPUS: u32 = 512;
 /// Memory hot-plug needs at least 1Gi of guest memory (`requiredMinGuestMemory`).
 pub const HOTPLUG_MIN_MEMORY: u64 = 1 << 30;
 /// Memory hot-plug works in 2Mi blocks (`HotplugBlockAlignmentBytes`).
 pub const HOTPLUG_ALIGNMENT: u64 = 2 << 20;
+/// Least guest memory a VM may have. No guest boots on less, and it catches a unit left out
+/// (`memory: 512`, in bytes); KubeVirt's admission refuses memory requests below 1M
+/// (`validateMemoryRequestsNegativeOrNull`, pkg/virt-api/webhooks/validating-webhook/admitters/
+/// vmi-create-admitter.go) but lets a guest of a few bytes through to fail at start.
+pub const MIN_MEMORY: u64 = 1 << 20;
+/// Longest inline cloud-init user data KubeVirt accepts: `cloudInitUserMaxLen` (2048 bytes) in
+/// vmi-create-admitter.go, checked on every VM's template; larger data must come from a Secret.
+/// Also far below the API server's request body limit (3 MiB, `MaxRequestBodyBytes` in
+/// k8s.io/apiserver/pkg/server/config.go).
+pub const MAX_USER_DATA: usize = 2048;
+/// Most bytes of annotations an object may carry: Kubernetes' `TotalAnnotationSizeLimitB`
+/// (256 KiB, k8s.io/apimachinery/pkg/api/validation/objectmeta.go).
+pub const MAX_ANNOTATION_BYTES: usize = 256 << 10;
 /// Default vCPUs when a VM names none.
 pub const DEFAULT_CPU: u32 = 1;
 /// Default guest memory when a VM names none (the hot-plug minimum, so hot-plug works).
@@ -110,8 +141,12 @@ pub struct Settings {
     pub default_storage_class: Option<String>,
     pub prune: bool,
     pub prune_disks: bool,
+    /// How much one plan may delete.
+    pub prune_guard: PruneGuard,
     pub allow_restarts: bool,
     pub max_parallel: u32,
+    /// Most VMs the fleet may declare.
+    pub max_vms: u32,
     /// Template override directory relative to the fleet root.
     pub templates: String,
     pub default_bridge: String,
@@ -128,13 +163,66 @@ impl Default for Settings {
             default_storage_class: None,
             prune: false,
             prune_disks: false,
+            prune_guard: PruneGuard::default(),
             allow_restarts: false,
             max_parallel: 10,
+            max_vms: DEFAULT_MAX_VMS,
             templates: "templates".into(),
             default_bridge: "br0".into(),
             default_ovs_bridge: "br1".into(),
             default_master: "eth0".into(),
         }
+    }
+}
+
+/// The prune guard: a plan that would delete every VM the fleet manages because the fleet
+/// declares none (Argo CD's `allowEmpty`), or that would prune (delete because no document
+/// declares them any more) more than a share of the fleet's VMs at once, has those deletes
+/// refused. Accidents — files renamed, emptied or moved, a bad merge — make VMs vanish from
+/// the fleet; a set scaled in says how many VMs it wants and is not limited by the share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PruneGuard {
+    /// Allow a fleet that declares no VMs to delete every VM it manages
+    /// (`spec.pruneGuard.allowEmpty`).
+    pub allow_empty: bool,
+    /// Most VMs one plan may prune, in percent of the fleet's VMs
+    /// (`spec.pruneGuard.maxDeletePercent`, 1–100).
+    pub max_delete_percent: u32,
+}
+
+impl Default for PruneGuard {
+    fn default() -> Self {
+        PruneGuard {
+            allow_empty: false,
+            max_delete_percent: DEFAULT_MAX_DELETE_PERCENT,
+        }
+    }
+}
+
+impl PruneGuard {
+    /// Why a fleet `fleet` that declares no VMs must not delete the `deleting` it manages, if
+    /// it must not.
+    pub fn refuses_emptying(&self, fleet: &str, deleting: usize) -> Option<String> {
+        (deleting > 0 && !self.allow_empty).then(|| format!(
+            "refused by the prune guard: the fleet declares no VMs, so this plan would delete all {deleting} VMs fleet `{fleet}` manages; set spec.pruneGuard.allowEmpty: true in the Fleet document to allow it"
+        ))
+    }
+
+    /// Why a plan of fleet `fleet` must not prune `pruning` VMs, if it must not. At least one
+    /// VM may always be pruned.
+    ///
+    /// `size` is the fleet's VMs: those it manages in the cluster and those it declares, each
+    /// counted once. Applying the plan's other steps does not raise it, so a refusal stands on
+    /// the next run: the guard cannot be got round by applying the plan twice.
+    pub fn refuses_pruning(&self, fleet: &str, size: usize, pruning: usize) -> Option<String> {
+        let allowed = (size * self.max_delete_percent as usize / 100).max(1);
+        (pruning > allowed).then(|| {
+            format!(
+                "refused by the prune guard: this plan would prune {pruning} of the {size} VMs of fleet `{fleet}` ({}%), more than spec.pruneGuard.maxDeletePercent ({}%) allows at once; raise it in the Fleet document to allow it",
+                pruning * 100 / size.max(1),
+                self.max_delete_percent
+            )
+        })
     }
 }
 
@@ -147,6 +235,9 @@ pub struct Fleet {
     /// Documents of other API groups that were passed over (a fleet repository may hold
     /// other YAML).
     pub skipped: Vec<Origin>,
+    /// Documents of Wukong's API group read (Wukong, WukongSet and Fleet documents): none means
+    /// the directory is not a fleet at all.
+    pub documents: usize,
 }
 
 /// Membership of a VM in a WukongSet.
@@ -297,7 +388,14 @@ pub enum SetStrategy {
 
 /// Load and validate a fleet from its files. Every problem of the revision is reported.
 pub fn load(files: &[SourceFile]) -> Result<Fleet, Error> {
-    let mut diags = Diags::default();
+    load_with(files, Vec::new())
+}
+
+/// Load a fleet whose files came with problems of their own (found reading them, see
+/// [`crate::source`]): every problem is reported together, and any of them rejects the
+/// revision.
+pub fn load_with(files: &[SourceFile], problems: Vec<Diagnostic>) -> Result<Fleet, Error> {
+    let mut diags = Diags(problems);
     let fleet = resolve::resolve(files, &mut diags);
     if diags.0.is_empty() {
         Ok(fleet)
@@ -363,5 +461,40 @@ impl Ctx<'_> {
             object: self.object.clone(),
             message,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prune_guard_refuses_emptying_and_mass_pruning() {
+        let guard = PruneGuard::default();
+        // nothing to prune, a small share, at least one VM always
+        assert_eq!(guard.refuses_pruning("f", 10, 0), None);
+        assert_eq!(guard.refuses_pruning("f", 10, 5), None);
+        assert_eq!(guard.refuses_pruning("f", 1, 1), None);
+        assert_eq!(guard.refuses_pruning("f", 3, 1), None);
+        // more than half at once
+        let why = guard.refuses_pruning("f", 10, 6).unwrap();
+        assert!(
+            why.contains("prune 6 of the 10 VMs of fleet `f` (60%)"),
+            "{why}"
+        );
+        assert!(
+            why.contains("spec.pruneGuard.maxDeletePercent (50%)"),
+            "{why}"
+        );
+        // a fleet that declares nothing deletes nothing, unless allowed
+        assert_eq!(guard.refuses_emptying("f", 0), None);
+        let why = guard.refuses_emptying("f", 1).unwrap();
+        assert!(why.contains("spec.pruneGuard.allowEmpty: true"), "{why}");
+        let open = PruneGuard {
+            allow_empty: true,
+            max_delete_percent: 100,
+        };
+        assert_eq!(open.refuses_emptying("f", 7), None);
+        assert_eq!(open.refuses_pruning("f", 7, 7), None);
     }
 }

@@ -348,11 +348,32 @@ pub struct FleetSpec {
     /// How many VMs are changed at once (default 10).
     #[serde(default)]
     pub max_parallel: Option<Count>,
+    /// Limits on what one plan may delete.
+    #[serde(default)]
+    pub prune_guard: PruneGuardSpec,
+    /// Most VMs the fleet may declare, all sets' replicas included (default
+    /// [`super::DEFAULT_MAX_VMS`], at most [`super::MAX_VMS_LIMIT`]).
+    #[serde(default, rename = "maxVMs")]
+    pub max_vms: Option<Count>,
     /// Directory (relative to the fleet root) holding template overrides (default `templates`).
     #[serde(default)]
     pub templates: Option<String>,
     #[serde(default)]
     pub network_defaults: NetworkDefaults,
+}
+
+/// `spec.pruneGuard`: how much of the fleet one plan may delete (VMs removed from Git and
+/// sets scaled in alike).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PruneGuardSpec {
+    /// Allow a plan that deletes every VM the fleet manages (default false).
+    #[serde(default)]
+    pub allow_empty: Option<bool>,
+    /// Most VMs one plan may delete, as a percentage of those the fleet manages (default
+    /// [`super::DEFAULT_MAX_DELETE_PERCENT`]; 100 turns the limit off).
+    #[serde(default)]
+    pub max_delete_percent: Option<Count>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

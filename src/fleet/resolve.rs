@@ -16,8 +16,9 @@ use super::model::{
 use super::yaml::{self, Path};
 use super::{
     Attachment, Ctx, DEFAULT_CPU, DEFAULT_MEMORY, Diags, Disk, DiskSource, Fleet, GeneratedNad,
-    HOTPLUG_ALIGNMENT, HOTPLUG_MIN_MEMORY, IpSettings, MAX_REPLICAS, MAX_VCPUS, Network, Origin,
-    Set, SetMember, SetStrategy, Settings, Vm, VmSpec,
+    HOTPLUG_ALIGNMENT, HOTPLUG_MIN_MEMORY, IpSettings, MAX_ANNOTATION_BYTES, MAX_EXPANDED_BYTES,
+    MAX_REPLICAS, MAX_USER_DATA, MAX_VCPUS, MAX_VMS_LIMIT, MIN_MEMORY, Network, Origin, Set,
+    SetMember, SetStrategy, Settings, Vm, VmSpec,
 };
 use crate::identity::{LABEL_MANAGED_BY, ObjectRef, WUKONG_PREFIX};
 use crate::quantity::Quantity;
@@ -60,6 +61,11 @@ pub(super) fn resolve(files: &[super::SourceFile], diags: &mut Diags) -> Fleet {
         if let Some(f) = typed::<FleetDoc>(&d.doc.value, &ctx, diags) {
             fleet.settings = settings(&f, &ctx, diags);
         }
+    }
+
+    // Count what the sets would expand to before expanding anything.
+    if !within_budget(&docs, &fleet.settings, diags) {
+        return fleet;
     }
 
     let mut r = Resolver {
@@ -131,9 +137,21 @@ fn classify<'a>(
             };
             let group = api_version.split('/').next().unwrap_or_default();
             if group != model::API_GROUP {
-                fleet.skipped.push(ctx.at(&Path::root()));
+                if looks_meant_for_wukong(group, &kind) {
+                    ctx.err(
+                        diags,
+                        &Path::parse("apiVersion"),
+                        format!(
+                            "unknown API group `{group}`; did you mean `{}`? (documents of other APIs are skipped, so this {kind} would be left out of the fleet)",
+                            model::API_VERSION
+                        ),
+                    );
+                } else {
+                    fleet.skipped.push(ctx.at(&Path::root()));
+                }
                 continue;
             }
+            fleet.documents += 1;
             if api_version != model::API_VERSION {
                 ctx.err(
                     diags,
@@ -166,6 +184,126 @@ fn classify<'a>(
         }
     }
     out
+}
+
+/// Whether the fleet's size is within its limits: at most `maxVMs` VMs, and WukongSet
+/// templates that expand to at most [`MAX_EXPANDED_BYTES`]. Read from the raw documents (a
+/// malformed `replicas` counts as none here and is reported later), so nothing is allocated per
+/// instance before the fleet is known to fit.
+fn within_budget(docs: &[Doc], settings: &Settings, diags: &mut Diags) -> bool {
+    let mut vms: u64 = 0;
+    let mut bytes: u64 = 0;
+    // the set with the most instances, and the one whose expansion is largest
+    let mut most: Option<(u64, &Doc)> = None;
+    let mut largest: Option<(u64, u64, u64, &Doc)> = None;
+    let (mut sets, mut singles) = (0u32, 0u32);
+    let mut over = false;
+    for d in docs {
+        let value = &d.doc.value;
+        match d.kind {
+            DocKind::Fleet => {}
+            DocKind::Wukong => {
+                singles += 1;
+                vms += 1;
+                bytes = bytes.saturating_add(value_size(value));
+            }
+            DocKind::WukongSet => {
+                sets += 1;
+                let spec = &value["spec"];
+                let replicas = match &spec["replicas"] {
+                    Value::Number(n) => n.as_u64().unwrap_or(0),
+                    Value::String(s) => s.trim().parse().unwrap_or(0),
+                    _ => 0,
+                };
+                if replicas > u64::from(MAX_REPLICAS) {
+                    set_ctx(d, settings).err(
+                        diags,
+                        &Path::parse("spec.replicas"),
+                        format!("{replicas} is above the limit of {MAX_REPLICAS} replicas per set"),
+                    );
+                    over = true;
+                    continue;
+                }
+                let template = value_size(&spec["template"]);
+                let expanded = template.saturating_mul(replicas);
+                vms = vms.saturating_add(replicas);
+                bytes = bytes.saturating_add(expanded);
+                if most.is_none_or(|(r, _)| replicas > r) {
+                    most = Some((replicas, d));
+                }
+                if largest.is_none_or(|(e, ..)| expanded > e) {
+                    largest = Some((expanded, template, replicas, d));
+                }
+            }
+        }
+    }
+    fn set_ctx<'a>(d: &'a Doc, settings: &Settings) -> Ctx<'a> {
+        let meta = &d.doc.value["metadata"];
+        let name = meta["name"].as_str().unwrap_or("(unnamed)");
+        let ns = meta["namespace"]
+            .as_str()
+            .unwrap_or(&settings.default_namespace);
+        doc_ctx(d, Some(format!("WukongSet {ns}/{name}")))
+    }
+    if over {
+        return false;
+    }
+    if vms > u64::from(settings.max_vms)
+        && let Some((replicas, d)) = most
+    {
+        set_ctx(d, settings).err(
+            diags,
+            &Path::parse("spec.replicas"),
+            format!(
+                "the fleet declares {vms} VMs ({sets} WukongSets, {singles} Wukongs), above its limit of {} (Fleet spec.maxVMs, at most {MAX_VMS_LIMIT}); this set declares {replicas}",
+                settings.max_vms
+            ),
+        );
+        return false;
+    }
+    if bytes > MAX_EXPANDED_BYTES
+        && let Some((expanded, template, replicas, d)) = largest
+    {
+        set_ctx(d, settings).err(
+            diags,
+            &Path::parse("spec.template"),
+            format!(
+                "the fleet's templates would expand to about {} MiB, above the limit of {} MiB; this set's {} KiB template × {replicas} replicas makes {} MiB",
+                bytes >> 20,
+                MAX_EXPANDED_BYTES >> 20,
+                template >> 10,
+                expanded >> 20
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+/// Approximate size of a value in memory: its text plus a few words per node.
+fn value_size(v: &Value) -> u64 {
+    const NODE: u64 = 32;
+    match v {
+        Value::String(s) => NODE + s.len() as u64,
+        Value::Sequence(items) => items.iter().map(value_size).sum::<u64>() + NODE,
+        Value::Mapping(m) => {
+            m.iter()
+                .map(|(k, v)| value_size(k) + value_size(v))
+                .sum::<u64>()
+                + NODE
+        }
+        Value::Tagged(t) => value_size(&t.value) + NODE,
+        _ => NODE,
+    }
+}
+
+/// Whether a document of another API group is most likely a fleet document with a misspelt
+/// group (`vm.novasphere.io`, `vm.novaspere.dev`, a `Wukong` of any group): skipping it would
+/// silently drop VMs from the fleet, and with pruning on, delete them.
+fn looks_meant_for_wukong(group: &str, kind: &str) -> bool {
+    group.starts_with("vm.novasphere.")
+        || edit_distance(group, model::API_GROUP) <= 3
+        || matches!(kind, "Wukong" | "WukongSet")
 }
 
 fn doc_ctx<'a>(d: &'a Doc, object: Option<String>) -> Ctx<'a> {
@@ -335,6 +473,20 @@ fn settings(f: &FleetDoc, ctx: &Ctx, diags: &mut Diags) -> Settings {
     s.default_storage_class = spec.default_storage_class.clone();
     s.prune = spec.prune;
     s.prune_disks = spec.prune_disks;
+    if let Some(allow) = spec.prune_guard.allow_empty {
+        s.prune_guard.allow_empty = allow;
+    }
+    if let Some(p) = spec.prune_guard.max_delete_percent {
+        if (1..=100).contains(&p.0) {
+            s.prune_guard.max_delete_percent = p.0;
+        } else {
+            ctx.err(
+                diags,
+                &Path::parse("spec.pruneGuard.maxDeletePercent"),
+                "must be a percentage from 1 to 100",
+            );
+        }
+    }
     s.allow_restarts = spec.allow_restarts;
     if let Some(n) = spec.max_parallel {
         if n.0 == 0 {
@@ -345,6 +497,17 @@ fn settings(f: &FleetDoc, ctx: &Ctx, diags: &mut Diags) -> Settings {
             );
         } else {
             s.max_parallel = n.0;
+        }
+    }
+    if let Some(n) = spec.max_vms {
+        if (1..=MAX_VMS_LIMIT).contains(&n.0) {
+            s.max_vms = n.0;
+        } else {
+            ctx.err(
+                diags,
+                &Path::parse("spec.maxVMs"),
+                format!("must be between 1 and {MAX_VMS_LIMIT}"),
+            );
         }
     }
     if let Some(t) = &spec.templates {
@@ -787,6 +950,12 @@ impl Resolver {
         let mem_bytes = whole_bytes(&memory, ctx, diags, &p("memory"));
         if mem_bytes == Some(0) {
             ctx.err(diags, &p("memory"), "must be more than 0");
+        } else if mem_bytes.is_some_and(|b| b < MIN_MEMORY) {
+            ctx.err(
+                diags,
+                &p("memory"),
+                format!("{memory} is below 1Mi: no guest boots on that (a unit left out? e.g. 512Mi, 4Gi)"),
+            );
         }
         let min_memory = policy.min_memory;
         let max_memory = policy.max_memory;
@@ -871,6 +1040,18 @@ impl Resolver {
             .as_ref()
             .and_then(|c| c.user_data.clone())
             .filter(|u| !u.trim().is_empty());
+        if let Some(u) = &user_data
+            && u.len() > MAX_USER_DATA
+        {
+            ctx.err(
+                diags,
+                &p("cloudInit.userData"),
+                format!(
+                    "{} bytes of user data, above the {MAX_USER_DATA} bytes KubeVirt accepts inline (cloudInitUserMaxLen)",
+                    u.len()
+                ),
+            );
+        }
 
         if diags.0.len() > before {
             return None;
@@ -1161,6 +1342,21 @@ impl Resolver {
                 Some((a, b)) => is_dns_label(a) && is_dns_subdomain(b),
                 None => is_dns_subdomain(nad),
             };
+            let namespaces = &self.settings.namespaces;
+            if let Some((other, _)) = nad.split_once('/')
+                && valid
+                && !namespaces.is_empty()
+                && !namespaces.iter().any(|n| n == other)
+            {
+                ctx.err(
+                    diags,
+                    &p.key("nadName"),
+                    format!(
+                        "namespace `{other}` is not in the fleet's allowed namespaces ({})",
+                        namespaces.join(", ")
+                    ),
+                );
+            }
             if !valid {
                 ctx.err(
                     diags,
@@ -1561,6 +1757,17 @@ fn check_label(k: &str, v: &str, ctx: &Ctx, diags: &mut Diags, p: &Path) {
 fn check_labels(m: &Metadata, ctx: &Ctx, diags: &mut Diags, base: &Path) {
     for (k, v) in &m.labels {
         check_label(k, v, ctx, diags, &base.key("labels").key(k));
+    }
+    let annotation_bytes: usize = m.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if annotation_bytes > MAX_ANNOTATION_BYTES {
+        ctx.err(
+            diags,
+            &base.key("annotations"),
+            format!(
+                "{annotation_bytes} bytes of annotations, above the {} KiB Kubernetes accepts on an object",
+                MAX_ANNOTATION_BYTES >> 10
+            ),
+        );
     }
     for k in m.annotations.keys() {
         let p = base.key("annotations").key(k);

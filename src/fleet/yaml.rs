@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::Marker;
 
 /// A 1-based line and column in a file.
@@ -112,6 +112,11 @@ impl fmt::Display for Path {
     }
 }
 
+/// Deepest nesting of collections a fleet document may have. A fleet document needs fewer
+/// than ten levels; the bound keeps hostile input (thousands of nested `[`) from costing
+/// quadratic time in the YAML parser or deep recursion anywhere after it.
+pub const MAX_DEPTH: usize = 64;
+
 #[derive(Debug, Clone, Copy)]
 struct NodePos {
     key: Option<Position>,
@@ -119,22 +124,27 @@ struct NodePos {
 }
 
 /// Where every key and value of one document stands in its file.
+///
+/// Stored as a tree (each node its parent's child by key or index), so the index stays linear
+/// in the size of the document however deep its paths are.
 #[derive(Debug, Clone, Default)]
 pub struct Positions {
     start: Position,
-    nodes: HashMap<Path, NodePos>,
+    nodes: Vec<NodePos>,
+    children: HashMap<(usize, Seg), usize>,
 }
 
 impl Positions {
     /// Position of the value at `path`, or of its nearest recorded ancestor.
     pub fn value(&self, path: &Path) -> Position {
-        self.walk_up(path, |n| n.value)
+        self.nearest(path).map_or(self.start, |n| n.value)
     }
 
     /// Position of the key that introduces `path` (for "unknown field" and similar), falling
     /// back to the value and then to ancestors.
     pub fn key(&self, path: &Path) -> Position {
-        self.walk_up(path, |n| n.key.unwrap_or(n.value))
+        self.nearest(path)
+            .map_or(self.start, |n| n.key.unwrap_or(n.value))
     }
 
     /// Where the document starts.
@@ -142,15 +152,29 @@ impl Positions {
         self.start
     }
 
-    fn walk_up(&self, path: &Path, pick: impl Fn(&NodePos) -> Position) -> Position {
-        let mut p = Some(path.clone());
-        while let Some(cur) = p {
-            if let Some(n) = self.nodes.get(&cur) {
-                return pick(n);
+    /// The deepest recorded node on `path`.
+    fn nearest(&self, path: &Path) -> Option<&NodePos> {
+        let mut cur = 0;
+        let mut found = self.nodes.first()?;
+        for seg in &path.0 {
+            match self.children.get(&(cur, seg.clone())) {
+                Some(&child) => {
+                    cur = child;
+                    found = &self.nodes[child];
+                }
+                None => break,
             }
-            p = cur.parent();
         }
-        self.start
+        Some(found)
+    }
+
+    fn add(&mut self, parent: Option<(usize, Seg)>, pos: NodePos) -> usize {
+        let id = self.nodes.len();
+        self.nodes.push(pos);
+        if let Some(edge) = parent {
+            self.children.insert(edge, id);
+        }
+        id
     }
 }
 
@@ -172,19 +196,33 @@ pub struct SyntaxError {
 
 /// Parse every document of a file. Empty documents (`---` alone, comments only) are returned
 /// as `Value::Null`; the caller skips them.
+///
+/// The event pass of `yaml-rust2` runs first, in time linear in the text: it records the
+/// positions and refuses nesting deeper than [`MAX_DEPTH`] before `serde_yaml` (whose scanner
+/// costs time proportional to the nesting depth for every token) ever sees the text.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    let positions = match record(text) {
+        Ok(docs) => Some(docs),
+        Err(Failure::TooDeep(position)) => {
+            return Err(SyntaxError {
+                position,
+                message: format!(
+                    "nesting deeper than {MAX_DEPTH} levels (a fleet document needs fewer than 10)"
+                ),
+            });
+        }
+        Err(Failure::Syntax(e)) => return Err(explain(text, e)),
+    };
     let mut values = Vec::new();
     for de in serde_yaml::Deserializer::from_str(text) {
         let value: serde_yaml::Value =
             serde::Deserialize::deserialize(de).map_err(|e| syntax_error(&e))?;
         values.push(value);
     }
-    let mut recorder = Recorder::default();
-    let mut parser = Parser::new_from_str(text);
-    // serde_yaml accepted the text; if yaml-rust2 disagrees on it, positions fall back to the
-    // start of the file rather than failing a valid document.
-    let positions = match parser.load(&mut recorder, true) {
-        Ok(()) if recorder.docs.len() == values.len() => recorder.docs,
+    // If yaml-rust2 disagrees with serde_yaml on the number of documents, positions fall back
+    // to the start of the file rather than failing a valid document.
+    let positions = match positions {
+        Some(docs) if docs.len() == values.len() => docs,
         _ => vec![Positions::default(); values.len()],
     };
     Ok(values
@@ -197,6 +235,75 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
             positions,
         })
         .collect())
+}
+
+enum Failure {
+    TooDeep(Position),
+    Syntax(yaml_rust2::ScanError),
+}
+
+/// The event pass: every document's positions, or why the text cannot be read.
+fn record(text: &str) -> Result<Vec<Positions>, Failure> {
+    let mut recorder = Recorder::default();
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| {
+            // yaml-rust2 counts flow levels in a u8 and reports the overflow as a syntax error
+            if e.info().contains("recursion limit") {
+                Failure::TooDeep(Position::from(*e.marker()))
+            } else {
+                Failure::Syntax(e)
+            }
+        })?;
+        match event {
+            Event::StreamEnd => break,
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(Failure::TooDeep(Position::from(mark)));
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        recorder.on_event(event, mark);
+    }
+    Ok(recorder.docs)
+}
+
+/// A syntax error found by the event pass, in serde_yaml's words where serde_yaml finds the
+/// same error: it reads only the text up to the end of the line yaml-rust2 stopped at (nesting
+/// there is known to be bounded), and its message is taken when it stops before that end.
+fn explain(text: &str, e: yaml_rust2::ScanError) -> SyntaxError {
+    let at = Position::from(*e.marker());
+    // yaml-rust2 counts characters, not bytes
+    let offset = text
+        .char_indices()
+        .nth(e.marker().index())
+        .map_or(text.len(), |(byte, _)| byte);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let prefix = &text[..end];
+    let lines_in_prefix = prefix.lines().count().max(1);
+    for de in serde_yaml::Deserializer::from_str(prefix) {
+        if let Err(e) = <serde_yaml::Value as serde::Deserialize>::deserialize(de) {
+            let err = syntax_error(&e);
+            if err.position.line <= lines_in_prefix && err.position <= at {
+                return err;
+            }
+            break;
+        }
+    }
+    let mut message = e.info().to_owned();
+    if let Some(rest) = message.strip_prefix("while ")
+        && let Some((context, problem)) = rest.split_once(", ")
+    {
+        message = format!("{problem}, while {context}");
+    }
+    SyntaxError {
+        position: at,
+        message,
+    }
 }
 
 fn syntax_error(e: &serde_yaml::Error) -> SyntaxError {
@@ -218,12 +325,12 @@ fn syntax_error(e: &serde_yaml::Error) -> SyntaxError {
 
 enum Frame {
     Map {
-        path: Path,
+        id: usize,
         /// The key just read, waiting for its value.
         key: Option<(String, Position)>,
     },
     Seq {
-        path: Path,
+        id: usize,
         next: usize,
     },
     /// A complex (non-scalar) mapping key: its contents are not addressable by path.
@@ -238,40 +345,29 @@ struct Recorder {
 }
 
 impl Recorder {
-    /// Record a node that starts at `mark` and return its path (None when inside a skipped
-    /// complex key).
-    fn node(&mut self, pos: Position, is_scalar_text: Option<&str>) -> Option<Option<Path>> {
+    /// Record a node that starts at `pos` and return its id (None when it is a key or inside
+    /// a skipped complex key; the outer None when there is no document).
+    fn node(&mut self, pos: Position, is_scalar_text: Option<&str>) -> Option<Option<usize>> {
         let doc = self.current.as_mut()?;
+        let plain = |value| NodePos { key: None, value };
         match self.stack.last_mut() {
             None => {
                 doc.start = pos;
-                doc.nodes.insert(
-                    Path::root(),
-                    NodePos {
-                        key: None,
-                        value: pos,
-                    },
-                );
-                Some(Some(Path::root()))
+                doc.nodes.clear();
+                doc.children.clear();
+                Some(Some(doc.add(None, plain(pos))))
             }
             Some(Frame::Skip) => Some(None),
-            Some(Frame::Seq { path, next }) => {
-                let p = path.index(*next);
+            Some(Frame::Seq { id, next }) => {
+                let edge = (*id, Seg::Index(*next));
                 *next += 1;
-                doc.nodes.insert(
-                    p.clone(),
-                    NodePos {
-                        key: None,
-                        value: pos,
-                    },
-                );
-                Some(Some(p))
+                Some(Some(doc.add(Some(edge), plain(pos))))
             }
-            Some(Frame::Map { path, key }) => match key.take() {
+            Some(Frame::Map { id, key }) => match key.take() {
                 None => {
                     // This node is a key. yaml-rust2 marks a block mapping where it sees the
                     // first `:`; the mapping really starts at its first key.
-                    if let Some(n) = doc.nodes.get_mut(path)
+                    if let Some(n) = doc.nodes.get_mut(*id)
                         && pos < n.value
                     {
                         n.value = pos;
@@ -286,29 +382,24 @@ impl Recorder {
                     }
                 }
                 Some((k, kpos)) => {
-                    let p = path.key(&k);
-                    doc.nodes.insert(
-                        p.clone(),
-                        NodePos {
-                            key: Some(kpos),
-                            value: pos,
-                        },
-                    );
-                    Some(Some(p))
+                    let edge = (*id, Seg::Key(k));
+                    let node = NodePos {
+                        key: Some(kpos),
+                        value: pos,
+                    };
+                    Some(Some(doc.add(Some(edge), node)))
                 }
             },
         }
     }
-}
 
-impl MarkedEventReceiver for Recorder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = Position::from(mark);
         match ev {
             Event::DocumentStart => {
                 self.current = Some(Positions {
                     start: pos,
-                    nodes: HashMap::new(),
+                    ..Positions::default()
                 });
                 self.stack.clear();
             }
@@ -326,8 +417,8 @@ impl MarkedEventReceiver for Recorder {
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 let is_map = matches!(ev, Event::MappingStart(..));
                 let frame = match self.node(pos, None) {
-                    Some(Some(path)) if is_map => Frame::Map { path, key: None },
-                    Some(Some(path)) => Frame::Seq { path, next: 0 },
+                    Some(Some(id)) if is_map => Frame::Map { id, key: None },
+                    Some(Some(id)) => Frame::Seq { id, next: 0 },
                     _ => Frame::Skip,
                 };
                 self.stack.push(frame);
@@ -387,6 +478,31 @@ spec:
         let err = parse_documents("a: 1\nb: [1, 2\n").unwrap_err();
         assert_eq!(err.position.line, 3);
         assert!(!err.message.contains(" at line "), "{}", err.message);
+    }
+
+    #[test]
+    fn syntax_errors_after_multibyte_characters() {
+        let err = parse_documents("a: \"ééééé\"\nb: [1, 2\nc: ü\n").unwrap_err();
+        assert_eq!(err.position.line, 3, "{err:?}");
+        let err = parse_documents("é: ü\nb: @x\n").unwrap_err();
+        assert_eq!(err.position.line, 2, "{err:?}");
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_serde_yaml_parses() {
+        for text in [
+            format!("a: {}", "[".repeat(100_000)),
+            format!("a: {}", "{b: ".repeat(100_000)),
+            format!("a:\n{}x\n", "- ".repeat(100_000)),
+        ] {
+            let err = parse_documents(&text).unwrap_err();
+            assert!(
+                err.message.contains("nesting deeper than 64 levels"),
+                "{err:?}"
+            );
+        }
+        let ok = format!("a: {}1{}\n", "[".repeat(63), "]".repeat(63));
+        assert!(parse_documents(&ok).is_ok());
     }
 
     #[test]

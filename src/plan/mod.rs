@@ -548,16 +548,46 @@ fn plan_deletes(
     }
     // Highest index first within each set.
     scale_downs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)).then(b.2.cmp(&a.2)));
+    // The prune guard. A fleet that declares no VMs deletes nothing unless allowed; pruning
+    // more than the allowed share is refused whole (which VMs to keep would be arbitrary). Sets
+    // scaled in say how many VMs they want: the share does not limit them.
+    let guard = &fleet.settings.prune_guard;
+    let scale_downs: Vec<(ObjectRef, String)> = scale_downs
+        .into_iter()
+        .map(|(_, _, _, id, reason)| (id, reason))
+        .collect();
+    let (scale_refusal, prune_refusal) = if fleet.vms.is_empty() {
+        let all = guard.refuses_emptying(name, scale_downs.len() + removed.len());
+        (all.clone(), all)
+    } else {
+        let size = live
+            .objects
+            .iter()
+            .filter(|(id, o)| {
+                id.kind == Kind::VirtualMachine && owned_by(o, name) && !fleet.vms.contains_key(*id)
+            })
+            .count()
+            + fleet.vms.len();
+        (None, guard.refuses_pruning(name, size, removed.len()))
+    };
     let mut deleted = BTreeSet::new();
-    for (_, _, _, id, reason) in scale_downs {
-        plan.steps
-            .push(Step::new(&id, Change::Delete, Class::Delete, reason));
-        deleted.insert(id);
+    for (deletes, refusal) in [(scale_downs, &scale_refusal), (removed, &prune_refusal)] {
+        for (id, reason) in deletes {
+            match refusal {
+                Some(why) => {
+                    plan.steps
+                        .push(Step::new(&id, Change::Delete, Class::Refused, why.clone()))
+                }
+                None => {
+                    plan.steps
+                        .push(Step::new(&id, Change::Delete, Class::Delete, reason));
+                    deleted.insert(id);
+                }
+            }
+        }
     }
-    for (id, reason) in removed {
-        plan.steps
-            .push(Step::new(&id, Change::Delete, Class::Delete, reason));
-        deleted.insert(id);
+    if let Some(why) = prune_refusal {
+        plan.notes.push(why);
     }
     for id in &deleted {
         if let Some(object) = live.objects.get(id) {

@@ -41,10 +41,14 @@ const BUILTIN: [(&str, &str); 2] = [
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("template {name}: {message}")]
-    Template { name: String, message: String },
-    #[error("unknown template override `{0}` (templates are {VM_TEMPLATE} and {NAD_TEMPLATE})")]
-    UnknownTemplate(String),
+    /// A template override that cannot be used, located in its file.
+    #[error("{file}:{line}:{column}: template override: {message}")]
+    Template {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("rendering {object} with {template}: {message}")]
     Render {
         object: ObjectRef,
@@ -81,40 +85,72 @@ impl Templates {
 
     /// The shipped templates, with some replaced by a fleet's own (file name, text).
     pub fn with_overrides(overrides: &[(String, String)]) -> Result<Templates, Error> {
+        Self::with_overrides_in("", overrides)
+    }
+
+    /// [`Templates::with_overrides`], naming the overrides' directory (relative to the fleet
+    /// root) in error messages.
+    pub fn with_overrides_in(
+        dir: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Templates, Error> {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(yaml_quote);
         hb.register_helper("json", Box::new(JsonHelper));
         for (name, text) in BUILTIN {
-            register(&mut hb, name, text)?;
+            register(&mut hb, name, name, text)?;
         }
         for (name, text) in overrides {
+            let file = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{}/{name}", dir.trim_end_matches('/'))
+            };
             if !BUILTIN.iter().any(|(n, _)| n == name) {
-                return Err(Error::UnknownTemplate(name.clone()));
+                return Err(Error::Template {
+                    file,
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "unknown template `{name}` (templates are {VM_TEMPLATE} and {NAD_TEMPLATE})"
+                    ),
+                });
             }
-            register(&mut hb, name, text)?;
+            register(&mut hb, name, &file, text)?;
         }
         Ok(Templates { hb })
     }
 }
 
-fn register(hb: &mut Handlebars<'static>, name: &str, text: &str) -> Result<(), Error> {
+/// Compile a template after checking what handlebars itself does not: no raw output (values
+/// must stay YAML-quoted), no partials or decorators and bounded nesting (handlebars recurses
+/// without limit, see [`crate::template_guard`]).
+fn register(hb: &mut Handlebars<'static>, name: &str, file: &str, text: &str) -> Result<(), Error> {
+    let err = |line: usize, column: usize, message: String| Error::Template {
+        file: file.into(),
+        line,
+        column,
+        message,
+    };
     for raw in ["{{{", "{{&", "{{~{", "{{~&"] {
         if let Some(at) = text.find(raw) {
-            let line = text[..at].lines().count().max(1);
-            return Err(Error::Template {
-                name: name.into(),
-                message: format!(
-                    "line {line}: unescaped output `{raw}` is not allowed: values must stay YAML-quoted (use {{{{json value}}}} for numbers, lists and maps)"
+            let line = text[..at].matches('\n').count() + 1;
+            let column = text[..at].rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            return Err(err(
+                line,
+                column,
+                format!(
+                    "unescaped output `{raw}` is not allowed: values must stay YAML-quoted (use {{{{json value}}}} for numbers, lists and maps)"
                 ),
-            });
+            ));
         }
     }
-    hb.register_template_string(name, text)
-        .map_err(|e| Error::Template {
-            name: name.into(),
-            message: e.to_string().trim().to_owned(),
-        })
+    crate::template_guard::check(text).map_err(|e| err(e.line, e.column, e.message))?;
+    hb.register_template_string(name, text).map_err(|e| {
+        let (line, column) = e.pos().unwrap_or((1, 1));
+        err(line, column, e.reason().to_string())
+    })
 }
 
 /// YAML-safe output of a template value: a double-quoted string, which YAML parses back to the
@@ -263,6 +299,56 @@ fn check_identity(m: &Value, id: &ObjectRef) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Longest inline cloud-init network data KubeVirt accepts: `cloudInitNetworkMaxLen` (2048
+/// bytes) in pkg/virt-api/webhooks/validating-webhook/admitters/vmi-create-admitter.go.
+pub const MAX_NETWORK_DATA: usize = 2048;
+/// Largest object Wukong writes, as JSON: etcd stores requests of at most 1.5 MiB by default
+/// (`--max-request-bytes`), and the API server refuses bodies above twice that
+/// (`MaxRequestBodyBytes`, 3 MiB, k8s.io/apiserver/pkg/server/config.go).
+pub const MAX_OBJECT_BYTES: usize = 3 << 19;
+
+/// What the cluster would refuse in the rendered objects — cloud-init network data longer than
+/// KubeVirt accepts, an object larger than the API server stores — as problems of the fleet,
+/// located at the VM's declaration.
+pub fn check_limits(fleet: &Fleet, objects: &[Rendered]) -> Vec<crate::fleet::Diagnostic> {
+    let mut problems = Vec::new();
+    for o in objects {
+        let Some(vm) = fleet.vms.get(&o.id) else {
+            continue;
+        };
+        let mut problem = |message: String| {
+            problems.push(crate::fleet::Diagnostic {
+                origin: vm.origin.clone(),
+                object: Some(vm.object.clone()),
+                message,
+            });
+        };
+        let network_data = o
+            .manifest
+            .pointer("/spec/template/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.pointer("/cloudInitNoCloud/networkData")?.as_str())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        if network_data > MAX_NETWORK_DATA {
+            problem(format!(
+                "the cloud-init network data of its networks is {network_data} bytes, above the {MAX_NETWORK_DATA} bytes KubeVirt accepts inline (cloudInitNetworkMaxLen); give fewer networks a static ipConfig"
+            ));
+        }
+        let size = serde_json::to_vec(&o.manifest).map_or(0, |b| b.len());
+        if size > MAX_OBJECT_BYTES {
+            problem(format!(
+                "the rendered VirtualMachine is {size} bytes, above the {} KiB the API server stores (etcd's request limit)",
+                MAX_OBJECT_BYTES >> 10
+            ));
+        }
+    }
+    problems
 }
 
 /// Serialise rendered objects as a multi-document YAML stream.

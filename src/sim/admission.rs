@@ -414,8 +414,35 @@ pub fn validate_vmi_spec(spec: &Value, prefix: &str, kv: &KvConfig) -> Causes {
             ));
         }
     }
+    // Inline cloud-init data is limited to 2 KiB each (cloudInitUserMaxLen and
+    // cloudInitNetworkMaxLen, vmi-create-admitter.go validateVolumes).
+    for (idx, volume) in array(spec, "/volumes").iter().enumerate() {
+        for source in ["cloudInitNoCloud", "cloudInitConfigDrive"] {
+            let Some(ci) = volume.get(source) else {
+                continue;
+            };
+            let field = format!("{prefix}.volumes[{idx}].{source}");
+            for (key, what, secret) in [
+                ("userData", "userdata", "UserDataSecretRef"),
+                ("networkData", "networkdata", "NetworkDataSecretRef"),
+            ] {
+                if text(ci, &format!("/{key}")).is_some_and(|d| d.len() > CLOUD_INIT_MAX_LEN) {
+                    causes.push(invalid(
+                        &field,
+                        format!(
+                            "{field} {what} exceeds {CLOUD_INIT_MAX_LEN} byte limit. Should use {secret} for larger data."
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     causes
 }
+
+/// KubeVirt's limit on inline cloud-init user and network data (`cloudInitUserMaxLen`,
+/// `cloudInitNetworkMaxLen`).
+const CLOUD_INIT_MAX_LEN: usize = 2048;
 
 /// KubeVirt's VMI update admitter. Users may not change a VMI's spec ("update of VMI object
 /// is restricted"); the hot-plug limits are named when they are what changed.
@@ -549,6 +576,28 @@ mod tests {
             ..KvConfig::default()
         };
         assert!(validate_vm(&v, &stage).is_empty());
+    }
+
+    #[test]
+    fn inline_cloud_init_data_is_at_most_2_kib() {
+        let kv = KvConfig::default();
+        let with = |user: usize| {
+            vm(
+                json!({"runStrategy": "Always", "template": {"spec": {"volumes": [
+                {"name": "root", "dataVolume": {"name": "x"}},
+                {"name": "cloudinitdisk", "cloudInitNoCloud": {
+                    "userData": "u".repeat(user), "networkData": "n"}}]}}}),
+            )
+        };
+        assert!(validate_vm(&with(2048), &kv).is_empty());
+        let c = validate_vm(&with(2049), &kv);
+        assert_eq!(
+            messages(&c),
+            [
+                "spec.template.spec.volumes[1].cloudInitNoCloud userdata exceeds 2048 byte limit. Should use UserDataSecretRef for larger data."
+            ]
+        );
+        assert_eq!(c[0].1, "spec.template.spec.volumes[1].cloudInitNoCloud");
     }
 
     #[test]

@@ -1812,7 +1812,161 @@ spec:
             "web.yaml:9:12: WukongSet default/web (template, checked as instance 0 of a set scaled to 0): spec.template.spec.cpu: cannot expand `${IDX}`: unknown variable `IDX` (known: INDEX, NAME, SET, NAMESPACE, REPLICAS)",
         ],
     },
+    // ---------------------------------------------------------------- issue #13
+    // Finding 5: a misspelt API group silently dropped every VM of the file.
+    Case {
+        name: "api_group_misspelt_is_not_another_api",
+        files: &[
+            (
+                "a.yaml",
+                r#"apiVersion: vm.novasphere.io/v1alpha1
+kind: Wukong
+metadata:
+  name: a
+"#,
+            ),
+            (
+                "b.yaml",
+                r#"apiVersion: vm.novaspere.dev/v1alpha1
+kind: WukongSet
+metadata:
+  name: b
+"#,
+            ),
+        ],
+        expect: &[
+            "a.yaml:1:13: apiVersion: unknown API group `vm.novasphere.io`; did you mean `vm.novasphere.dev/v1alpha1`? (documents of other APIs are skipped, so this Wukong would be left out of the fleet)",
+            "b.yaml:1:13: apiVersion: unknown API group `vm.novaspere.dev`; did you mean `vm.novasphere.dev/v1alpha1`? (documents of other APIs are skipped, so this WukongSet would be left out of the fleet)",
+        ],
+    },
+    Case {
+        name: "prune_guard_percent_out_of_range",
+        files: &[(
+            "wukong.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Fleet
+metadata:
+  name: f
+spec:
+  prune: true
+  pruneGuard: {allowEmpty: false, maxDeletePercent: 0}
+  maxVMs: 0
+"#,
+        )],
+        expect: &[
+            "wukong.yaml:7:53: Fleet: spec.pruneGuard.maxDeletePercent: must be a percentage from 1 to 100",
+            "wukong.yaml:8:11: Fleet: spec.maxVMs: must be between 1 and 100000",
+        ],
+    },
+    // Finding 6: a 1 KB file declared 800,000 VMs and took 8 GB before it failed.
+    Case {
+        name: "fleet_wide_vm_cap_before_expansion",
+        files: &[(
+            "sets.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: WukongSet
+metadata:
+  name: a
+spec:
+  replicas: 15000
+  template:
+    spec: {cpu: 1}
+---
+apiVersion: vm.novasphere.dev/v1alpha1
+kind: WukongSet
+metadata:
+  name: b
+spec:
+  replicas: 15000
+  template:
+    spec: {cpu: 1}
+"#,
+        )],
+        expect: &[
+            "sets.yaml:6:13: WukongSet default/a: spec.replicas: the fleet declares 30000 VMs (2 WukongSets, 0 Wukongs), above its limit of 20000 (Fleet spec.maxVMs, at most 100000); this set declares 15000",
+        ],
+    },
+    // Finding 10: quantities and sizes the cluster would refuse, references outside the fleet.
+    Case {
+        name: "memory_of_one_byte",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+spec:
+  memory: 1
+"#,
+        )],
+        expect: &[
+            "db.yaml:6:11: Wukong default/db: spec.memory: 1 is below 1Mi: no guest boots on that (a unit left out? e.g. 512Mi, 4Gi)",
+        ],
+    },
+    Case {
+        name: "nad_name_in_a_namespace_outside_the_allowlist",
+        files: &[(
+            "db.yaml",
+            r#"apiVersion: vm.novasphere.dev/v1alpha1
+kind: Fleet
+metadata:
+  name: f
+spec:
+  namespaces: [apps]
+---
+apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: db
+spec:
+  networks:
+    - name: lan
+      type: bridge
+      nadName: other/lan
+"#,
+        )],
+        expect: &[
+            "db.yaml:16:16: Wukong apps/db: spec.networks[0].nadName: namespace `other` is not in the fleet's allowed namespaces (apps)",
+        ],
+    },
+    Case {
+        name: "user_data_above_what_kubevirt_accepts_inline",
+        files: &[("db.yaml", USER_DATA_3K)],
+        expect: &[
+            "db.yaml:7:15: Wukong default/db: spec.cloudInit.userData: 3072 bytes of user data, above the 2048 bytes KubeVirt accepts inline (cloudInitUserMaxLen)",
+        ],
+    },
 ];
+
+/// A VM with 3 KiB of user data (a `const` cannot be built with `format!`).
+const USER_DATA_3K: &str = concat!(
+    "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata:\n  name: db\nspec:\n  cloudInit:\n    userData: \"",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "#cloud-config                                                                                                                   ",
+    "\"\n"
+);
 
 /// `got` as Rust string literals, ready to paste into a case.
 fn literals(got: &[String]) -> String {

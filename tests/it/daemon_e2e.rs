@@ -1037,3 +1037,261 @@ async fn sigterm_lets_the_step_in_flight_finish_starts_no_new_one_and_exits_0() 
     sim.running(&in_flight).unwrap();
     sim.server.shutdown().await.unwrap();
 }
+
+// ---------------------------------------------------------------------- issue #13 (hostile input)
+
+/// Wait until `revision` was rejected (the last error names it, at the validation stage), and
+/// return that error's message.
+async fn rejected(daemon: &Daemon, revision: &str) -> String {
+    eventually(&format!("{revision} rejected"), || async {
+        let s = daemon.status().await;
+        match s["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .rev()
+            .find(|e| e["revision"] == revision)
+        {
+            Some(e) if e["stage"] == "validate" => Ok(e["message"].as_str().unwrap().to_owned()),
+            _ => Err(s["errors"].to_string()),
+        }
+    })
+    .await
+}
+
+/// The daemon process is still running and healthy.
+async fn alive(daemon: &mut Daemon) {
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon exited: {:#?}",
+        daemon.logs.lock().unwrap()
+    );
+    let (code, _) = daemon.http("GET", "/healthz", &[], b"").await;
+    assert_eq!(code, 200);
+}
+
+/// Everything the daemon could have written, as text: to search for leaked secrets.
+fn cluster_text(sim: &Sim) -> String {
+    [VM, NAD, VMI]
+        .iter()
+        .flat_map(|k| sim.list_in(*k, NS))
+        .map(|o| o.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_files_do_not_leak_through_a_symlinked_template_in_the_daemon() {
+    // The fleet is the sub-directory `prod` (--path): links inside the repository are followed,
+    // links out of it (to the daemon's own webhook secret) reject the revision.
+    let sim = start_sim(Config::fast()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let secret = sim.dir.path().join("secret");
+    let db = vm("db", 2, "4Gi", SYSTEM_DISK, NIC);
+    let c1 = repo
+        .up
+        .commit(
+            "main",
+            &[
+                ("prod/fleet.yaml", FLEET),
+                ("common/db.yaml", &db),
+                (
+                    "prod/db.yaml",
+                    &crate::daemon_git::symlink("../common/db.yaml"),
+                ),
+            ],
+            "a VM shared through a link inside the repository",
+        )
+        .to_string();
+    let mut daemon = Daemon::start(
+        &sim,
+        repo.path(),
+        &tmp.path().join("cache"),
+        &[
+            "--path",
+            "prod",
+            "--interval",
+            "300ms",
+            "--drift-interval",
+            "1h",
+        ],
+    )
+    .await;
+    daemon.converged(&c1).await;
+    assert_eq!(sim.names(VM), BTreeSet::from(["db".to_owned()]));
+
+    let c2 = repo
+        .up
+        .commit(
+            "main",
+            &[
+                ("prod/fleet.yaml", FLEET),
+                ("common/db.yaml", &db),
+                (
+                    "prod/db.yaml",
+                    &crate::daemon_git::symlink("../common/db.yaml"),
+                ),
+                (
+                    "prod/templates/network-attachment-definition.yaml.hbs",
+                    &crate::daemon_git::symlink(&secret.display().to_string()),
+                ),
+            ],
+            "a template linked to the daemon's webhook secret",
+        )
+        .to_string();
+    let message = rejected(&daemon, &c2).await;
+    assert!(
+        message
+            .contains("templates/network-attachment-definition.yaml.hbs:1:1: symbolic link to `")
+            && message.contains("resolves outside the repository"),
+        "{message}"
+    );
+    alive(&mut daemon).await;
+    let s = daemon.status().await;
+    assert_eq!(s["lastGoodRevision"], c1.as_str());
+    assert!(
+        !s.to_string().contains(SECRET),
+        "the secret is not in /status"
+    );
+    assert!(!cluster_text(&sim).contains(SECRET), "nor in the cluster");
+    let logs = format!("{:?}", daemon.logs.lock().unwrap());
+    assert!(!logs.contains(SECRET), "nor in the logs");
+    sim.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_overflow_does_not_crash_loop_the_daemon() {
+    let sim = start_sim(Config::fast()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let db = vm("db", 2, "4Gi", SYSTEM_DISK, "");
+    let c1 = repo.push(&[("db.yaml", &db)], "one VM");
+    let mut daemon = Daemon::start(
+        &sim,
+        repo.path(),
+        &tmp.path().join("cache"),
+        &["--interval", "300ms", "--drift-interval", "1h"],
+    )
+    .await;
+    daemon.converged(&c1).await;
+    let before = sim.get(VM, NS, "db").unwrap()["metadata"]["resourceVersion"].clone();
+
+    let web = |metadata: &str, cpu: &str| {
+        format!(
+            "apiVersion: vm.novasphere.dev/v1alpha1
+kind: WukongSet
+metadata:
+  name: web
+spec:
+  replicas: 2
+  template:
+{metadata}    spec:
+      cpu: {cpu}
+      memory: 2Gi
+"
+        )
+    };
+    let partials = "    metadata:\n      annotations:\n        p: '{{#*inline \"p\"}}{{> p}}{{/inline}}{{> p}}'\n";
+    let minus = format!("\"${{{}INDEX}}\"", "-".repeat(10_000));
+    let parens = format!(
+        "\"${{{}INDEX{}}}\"",
+        "(".repeat(100_000),
+        ")".repeat(100_000)
+    );
+    let hostile: Vec<(&str, (&str, String))> = vec![
+        (
+            "partial recursion in a set value",
+            ("web.yaml", web(partials, "1")),
+        ),
+        ("${ and 10,000 minus signs", ("web.yaml", web("", &minus))),
+        ("100,000 nested parentheses", ("web.yaml", web("", &parens))),
+        (
+            "a template override including itself",
+            (
+                "templates/virtualmachine.yaml.hbs",
+                "{{> virtualmachine.yaml.hbs}}\n".into(),
+            ),
+        ),
+        (
+            "100,000 nested flow sequences",
+            ("web.yaml", format!("spec: {}\n", "[".repeat(100_000))),
+        ),
+    ];
+    for (what, (path, text)) in hostile {
+        let rev = repo.push(&[("db.yaml", &db), (path, &text)], what);
+        let message = rejected(&daemon, &rev).await;
+        assert!(
+            message.contains("web.yaml:")
+                || message.contains("templates/virtualmachine.yaml.hbs:1:1"),
+            "{what}: {message}"
+        );
+        alive(&mut daemon).await;
+        let s = daemon.status().await;
+        assert_eq!(s["lastGoodRevision"], c1.as_str(), "{what}");
+    }
+    // The previous revision stayed in force: nothing was written.
+    assert_eq!(sim.names(VM), BTreeSet::from(["db".to_owned()]));
+    assert_eq!(
+        sim.get(VM, NS, "db").unwrap()["metadata"]["resourceVersion"],
+        before
+    );
+    assert!(daemon.logs("loading the revision panicked").is_empty());
+    let (code, _) = daemon.terminate().await;
+    assert_eq!(code, 0);
+    sim.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_restarted_while_head_is_invalid_reapplies_the_last_good_revision_at_start() {
+    let sim = start_sim(Config::fast()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let cache = tmp.path().join("cache");
+    // No drift timer to help: the last good revision must be applied at start.
+    let args = ["--interval", "1h", "--drift-interval", "1h"];
+    let db = vm("db", 2, "4Gi", SYSTEM_DISK, "");
+    let c1 = repo.push(&[("db.yaml", &db)], "one VM");
+    let daemon = Daemon::start(&sim, repo.path(), &cache, &args).await;
+    daemon.converged(&c1).await;
+    daemon.kill();
+
+    // While the daemon is down: the head becomes invalid and the VM is edited by hand.
+    let c2 = repo.push(
+        &[("db.yaml", &vm("db", 2, "1", SYSTEM_DISK, ""))],
+        "memory: 1",
+    );
+    sim.patch_vm(
+        NS,
+        "db",
+        json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 3}}}}}}),
+    )
+    .await;
+
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&sim, repo.path(), &cache, &args).await;
+    let message = rejected(&daemon, &c2).await;
+    assert!(
+        message.contains("db.yaml:7:11: Wukong apps/db: spec.memory: 1 is below 1Mi"),
+        "{message}"
+    );
+    eventually("the last good revision re-applied", || async {
+        let vm = sim.get(VM, NS, "db").unwrap();
+        let sockets = &vm["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"];
+        let s = daemon.status().await;
+        if *sockets == json!(2) && s["lastSync"]["revision"] == c1.as_str() {
+            Ok(())
+        } else {
+            Err(format!("sockets {sockets}, last sync {}", s["lastSync"]))
+        }
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "re-applied at start, long before the drift timer (1h)"
+    );
+    alive(&mut daemon).await;
+    assert_eq!(daemon.status().await["lastGoodRevision"], c1.as_str());
+    let (code, _) = daemon.terminate().await;
+    assert_eq!(code, 0);
+    sim.server.shutdown().await.unwrap();
+}

@@ -8,6 +8,14 @@ use std::path::{Path, PathBuf};
 use git2::{Oid, Repository, Signature};
 use wukong::daemon::git::{Auth, Config, Error, SecretSource, Selector, Source, SshAuth};
 
+/// Marks a file of [`Upstream::commit`] as a symbolic link to the rest of its text.
+const LINK: &str = "\u{0}link:";
+
+/// The text of a file that [`Upstream::commit`] commits as a symbolic link to `target`.
+pub fn symlink(target: &str) -> String {
+    format!("{LINK}{target}")
+}
+
 /// A bare repository to fetch from, committed to directly (no working tree).
 pub struct Upstream {
     pub dir: PathBuf,
@@ -67,8 +75,12 @@ impl Upstream {
         }
         let mut builder = self.repo.treebuilder(None).unwrap();
         for (name, text) in here {
-            let blob = self.repo.blob(text.as_bytes()).unwrap();
-            builder.insert(name, blob, 0o100644).unwrap();
+            let (content, mode) = match text.strip_prefix(LINK) {
+                Some(target) => (target, 0o120000),
+                None => (text, 0o100644),
+            };
+            let blob = self.repo.blob(content.as_bytes()).unwrap();
+            builder.insert(name, blob, mode).unwrap();
         }
         for (dir, entries) in below {
             let sub = self.tree(&entries);

@@ -10,8 +10,11 @@ use wukong::{fleet, source};
 use crate::support;
 
 fn render_dir(path: &Path) -> Vec<Rendered> {
-    let files = source::read_fleet(path).expect("read fleet");
-    let fleet = fleet::load(&files).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let read = source::Repository::open(path)
+        .and_then(|r| r.fleet_files())
+        .expect("read fleet");
+    assert!(read.problems.is_empty(), "{:?}", read.problems);
+    let fleet = fleet::load(&read.files).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let templates = Templates::builtin().expect("templates");
     render::render(&fleet, &templates, "0123abcd").expect("render")
 }
@@ -133,12 +136,12 @@ fn overrides_that_could_break_structure_or_ownership_are_refused() {
     let err = raw.expect_err("raw output refused").to_string();
     assert_eq!(
         err,
-        "template virtualmachine.yaml.hbs: line 2: unescaped output `{{{` is not allowed: values must stay YAML-quoted (use {{json value}} for numbers, lists and maps)"
+        "virtualmachine.yaml.hbs:2:9: template override: unescaped output `{{{` is not allowed: values must stay YAML-quoted (use {{json value}} for numbers, lists and maps)"
     );
     let unknown = Templates::with_overrides(&[("pod.yaml.hbs".to_owned(), String::new())]);
     assert_eq!(
         unknown.expect_err("unknown refused").to_string(),
-        "unknown template override `pod.yaml.hbs` (templates are virtualmachine.yaml.hbs and network-attachment-definition.yaml.hbs)"
+        "pod.yaml.hbs:1:1: template override: unknown template `pod.yaml.hbs` (templates are virtualmachine.yaml.hbs and network-attachment-definition.yaml.hbs)"
     );
 
     // A template that renders another object, or drops the ownership label, is refused at
