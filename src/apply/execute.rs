@@ -30,7 +30,8 @@ use super::verify::{self, Verdict};
 use crate::identity::{Kind, LABEL_SET, ObjectRef};
 use crate::live::{LiveKind, label, owned_by, quantity_at, str_at};
 use crate::plan::shape::{normalize_vm, without_absent_nics};
-use crate::plan::vm::{ANNOTATION_DISK_SIZE, take_back};
+use crate::plan::vm::take_back;
+use crate::plan::volumes::{self, ANNOTATION_DISK_SIZE};
 use crate::plan::{Change, Class, Plan, Step, references};
 use crate::quantity::Quantity;
 
@@ -455,6 +456,37 @@ impl Executor<'_> {
         Some(m)
     }
 
+    /// Before a VM is created: no volume its disks name exists without being this fleet's and
+    /// this VM's (KubeVirt and CDI would adopt it), as read now.
+    async fn volumes_free(&self, step: &Step, manifest: &Value) -> Result<(), StepResult> {
+        let id = &step.target;
+        for name in disk_names(manifest) {
+            let ns = &id.namespace;
+            let read = async {
+                let pvc = self
+                    .cluster
+                    .get(LiveKind::PersistentVolumeClaim, ns, &name)
+                    .await?;
+                let dv = self.cluster.get(LiveKind::DataVolume, ns, &name).await?;
+                Ok::<_, CallError>((pvc, dv))
+            };
+            let why = match read.await {
+                Ok((Some(pvc), dv)) => {
+                    volumes::claim_refusal(&pvc, dv.as_ref(), &self.plan.fleet, ns, &name, &id.name)
+                }
+                Ok((None, Some(dv))) => {
+                    volumes::data_volume_refusal(&dv, &self.plan.fleet, ns, &name, &id.name)
+                }
+                Ok((None, None)) => None,
+                Err(e) => return Err(call_failed(step, &e)),
+            };
+            if let Some(why) = why {
+                return Err(StepResult::failed(step, format!("not created: {why}")));
+            }
+        }
+        Ok(())
+    }
+
     async fn write(&self, step: &Step, manifest: Option<Value>) -> Result<(), StepResult> {
         let Some(m) = manifest else {
             return Err(StepResult::failed(
@@ -475,6 +507,11 @@ impl Executor<'_> {
         match step.change {
             Change::Create => {
                 let manifest = self.plan.writes.get(id).cloned();
+                if let Some(m) = &manifest
+                    && let Err(r) = self.volumes_free(step, m).await
+                {
+                    return r;
+                }
                 if let Err(r) = self.write(step, manifest).await {
                     return r;
                 }
@@ -686,56 +723,59 @@ impl Executor<'_> {
         }
     }
 
-    /// Grow a PVC (never the DataVolume): the request goes up by the growth the fleet asked
-    /// for (keeping any padding CDI added), the fleet's size is recorded in an annotation.
+    /// Grow a PVC (never the DataVolume) to the request a disk of the fleet's size needs
+    /// (`volumes::padded`: CDI's filesystem-overhead padding for Filesystem volumes), never
+    /// lowering it; the fleet's size is recorded in an annotation for people to read. The PVC
+    /// and its DataVolume are checked again, as read now, to be this fleet's and this VM's.
     async fn grow_disk(&self, step: &Step, manifest: Option<Value>) -> StepResult {
         let id = &step.target;
-        let (Some(item), Some(from), Some(to)) = (&step.item, &step.from, &step.to) else {
-            return StepResult::failed(step, "the step names no disk or sizes");
+        let (Some(item), Some(to)) = (&step.item, &step.to) else {
+            return StepResult::failed(step, "the step names no disk or size");
         };
-        let (Ok(from), Ok(to)) = (from.parse::<Quantity>(), to.parse::<Quantity>()) else {
-            return StepResult::failed(step, "the step's sizes are not quantities");
+        let Ok(to) = to.parse::<Quantity>() else {
+            return StepResult::failed(step, "the step's size is not a quantity");
         };
         let Some(claim) = manifest.as_ref().and_then(|m| claim_of(m, item)) else {
             return StepResult::failed(step, format!("disk {item} has no claim in the manifest"));
         };
-        let pvc = match self
-            .cluster
-            .get(LiveKind::PersistentVolumeClaim, &id.namespace, &claim)
-            .await
-        {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                return StepResult::failed(
-                    step,
-                    format!("PVC {}/{claim} does not exist", id.namespace),
-                );
+        let ns = &id.namespace;
+        let read = async {
+            let pvc = self
+                .cluster
+                .get(LiveKind::PersistentVolumeClaim, ns, &claim)
+                .await?;
+            let dv = self.cluster.get(LiveKind::DataVolume, ns, &claim).await?;
+            let vmi = self
+                .cluster
+                .get(LiveKind::VirtualMachineInstance, ns, &id.name)
+                .await?;
+            Ok::<_, CallError>((pvc, dv, vmi))
+        };
+        let (pvc, dv, vmi) = match read.await {
+            Ok((Some(pvc), dv, vmi)) => (pvc, dv, vmi),
+            Ok((None, ..)) => {
+                return StepResult::failed(step, format!("PVC {ns}/{claim} does not exist"));
             }
             Err(e) => return call_failed(step, &e),
         };
+        if let Some(why) =
+            volumes::claim_refusal(&pvc, dv.as_ref(), &self.plan.fleet, ns, &claim, &id.name)
+        {
+            return StepResult::failed(step, format!("not patched: {why}"));
+        }
+        let target = volumes::padded(to, volumes::overhead(&pvc, vmi.as_ref()));
         let requested = pvc
             .get("spec")
             .and_then(|s| quantity_at(s, &["resources", "requests", "storage"]));
-        let grown = match requested {
-            Some(r) => {
-                Quantity::from_millis(r.millis() + to.millis() - from.millis(), r.format()).max(to)
-            }
-            None => to,
-        };
         let mut patch =
             json!({"metadata": {"annotations": {ANNOTATION_DISK_SIZE: to.to_string()}}});
         // Never shrink: a PVC already at least this big only gets the annotation.
-        if requested.is_none_or(|r| grown > r) {
-            patch["spec"] = json!({"resources": {"requests": {"storage": grown.to_string()}}});
+        if requested.is_none_or(|r| target > r) {
+            patch["spec"] = json!({"resources": {"requests": {"storage": target.to_string()}}});
         }
         if let Err(e) = self
             .cluster
-            .merge_patch(
-                LiveKind::PersistentVolumeClaim,
-                &id.namespace,
-                &claim,
-                &patch,
-            )
+            .merge_patch(LiveKind::PersistentVolumeClaim, ns, &claim, &patch)
             .await
         {
             return call_failed(step, &e);
@@ -745,13 +785,18 @@ impl Executor<'_> {
         }
         let v = self
             .wait(step, self.options.timeouts.disk, Some(&claim), |o| {
-                verify::disk(o.pvc.as_ref(), o.vmi.as_ref(), &claim, to)
+                verify::disk(o.pvc.as_ref(), o.vmi.as_ref(), &claim, target)
             })
             .await;
+        let padding = if target == to {
+            String::new()
+        } else {
+            format!(" (request {target}: CDI's filesystem overhead on top)")
+        };
         self.conclude(
             step,
             v,
-            &format!("PVC {claim} has {to}; the VM sees the new capacity (the guest grows its filesystem itself)"),
+            &format!("PVC {claim} has {to}{padding}; the VM sees the new capacity (the guest grows its filesystem itself)"),
         )
     }
 
@@ -817,8 +862,19 @@ impl Executor<'_> {
         }
         let uid = str_at(&object, &["metadata", "uid"]).map(str::to_owned);
         let mut kept = Vec::new();
-        if kind == LiveKind::VirtualMachine && !self.plan.prune_disks {
-            match self.release_disks(id, &object, uid.as_deref()).await {
+        if kind == LiveKind::VirtualMachine {
+            // With pruneDisks the VM's DataVolumes go with it, except one another VM uses
+            // (a disk shared by name, from before names were checked): it is kept too.
+            let keep = if self.plan.prune_disks {
+                self.shared_disks(id, &object).await
+            } else {
+                Ok(disk_names(&object))
+            };
+            let released = match keep {
+                Ok(keep) => self.release_disks(id, &keep, uid.as_deref()).await,
+                Err(e) => Err(e),
+            };
+            match released {
                 Ok(k) => kept = k,
                 Err(e) => return call_failed(step, &e),
             }
@@ -847,24 +903,43 @@ impl Executor<'_> {
         self.conclude(step, v, &detail)
     }
 
-    /// Take the VM's ownerReference off its DataVolumes so that deleting the VM keeps them
-    /// (and their PVCs). Returns the DataVolumes kept.
+    /// The VM's DataVolumes that another VM in its namespace uses as a volume.
+    async fn shared_disks(&self, id: &ObjectRef, vm: &Value) -> Result<Vec<String>, CallError> {
+        let names = disk_names(vm);
+        if names.is_empty() {
+            return Ok(names);
+        }
+        let others = self.cluster.list_all(LiveKind::VirtualMachine).await?;
+        let used: std::collections::BTreeSet<&str> = others
+            .iter()
+            .filter(|o| {
+                str_at(o, &["metadata", "namespace"]) == Some(&id.namespace)
+                    && str_at(o, &["metadata", "name"]) != Some(&id.name)
+            })
+            .filter_map(|o| o.pointer("/spec/template/spec/volumes")?.as_array())
+            .flatten()
+            .filter_map(|v| {
+                str_at(v, &["dataVolume", "name"])
+                    .or_else(|| str_at(v, &["persistentVolumeClaim", "claimName"]))
+            })
+            .collect();
+        Ok(names
+            .into_iter()
+            .filter(|n| used.contains(n.as_str()))
+            .collect())
+    }
+
+    /// Take the VM's ownerReference off the DataVolumes `names` so that deleting the VM keeps
+    /// them (and their PVCs), recording the VM they belonged to: a kept disk is given back
+    /// only to a VM of that name (`volumes::ANNOTATION_KEPT_FROM`). Returns the DataVolumes
+    /// kept.
     async fn release_disks(
         &self,
         id: &ObjectRef,
-        vm: &Value,
+        names: &[String],
         uid: Option<&str>,
     ) -> Result<Vec<String>, CallError> {
-        let names: Vec<String> = vm
-            .pointer("/spec/dataVolumeTemplates")
-            .and_then(Value::as_array)
-            .map(|t| {
-                t.iter()
-                    .filter_map(|t| str_at(t, &["metadata", "name"]).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for name in &names {
+        for name in names {
             let Some(dv) = self
                 .cluster
                 .get(LiveKind::DataVolume, &id.namespace, name)
@@ -888,17 +963,16 @@ impl Executor<'_> {
                 } else {
                     Value::Array(others)
                 };
+                let patch = json!({"metadata": {
+                    "ownerReferences": value,
+                    "annotations": {volumes::ANNOTATION_KEPT_FROM: id.name},
+                }});
                 self.cluster
-                    .merge_patch(
-                        LiveKind::DataVolume,
-                        &id.namespace,
-                        name,
-                        &json!({"metadata": {"ownerReferences": value}}),
-                    )
+                    .merge_patch(LiveKind::DataVolume, &id.namespace, name, &patch)
                     .await?;
             }
         }
-        Ok(names)
+        Ok(names.to_vec())
     }
 
     async fn action(&self, step: &Step, resource: &str, action: &str) -> Result<(), StepResult> {
@@ -1051,6 +1125,18 @@ fn hotplug_target(step: &Step, manifest: &Value) -> Option<Want> {
         Change::NicDetach => step.item.clone().map(Want::Detached),
         _ => None,
     }
+}
+
+/// The names of a VM's DataVolume templates.
+fn disk_names(vm: &Value) -> Vec<String> {
+    vm.pointer("/spec/dataVolumeTemplates")
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| str_at(t, &["metadata", "name"]).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The claim behind a disk: its DataVolume's or PVC's name.

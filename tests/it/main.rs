@@ -11,6 +11,7 @@ mod daemon_e2e;
 mod daemon_git;
 mod deploy;
 mod examples;
+mod hostile_cluster;
 mod injection;
 mod kubectl;
 mod plan;

@@ -1,0 +1,593 @@
+//! Issue #13, the findings about what is in the cluster: shared disks (3), adoption of a volume
+//! Wukong does not own (4), an edited disk-size annotation and a hand-edited saved plan (9),
+//! one stuck VM holding the daemon (8), and webhook bodies (7). Each test is named after the
+//! hostile or unlucky input that found the problem and drives the binary (CLI or daemon) end to
+//! end against the simulated cluster, asserting that nothing was created, patched, restarted or
+//! deleted that should not be.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::{Value, json};
+use wukong::sim::Config;
+
+use crate::support::{DV, Kind, PVC, SimCluster, VM, eventually, root, wukong};
+
+/// Run the binary off the test's runtime (the simulator runs on it).
+async fn run(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        wukong(&args, &root())
+    })
+    .await
+    .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A simulated cluster with namespace `ns` and a fleet directory.
+struct Env {
+    sim: SimCluster,
+    ns: &'static str,
+}
+
+impl Env {
+    async fn new(ns: &'static str) -> Env {
+        Env {
+            sim: SimCluster::start(Config::fast(), &[ns]).await,
+            ns,
+        }
+    }
+
+    /// Write the fleet: its settings (`extra` lines under `spec:`) and `docs`.
+    fn fleet(&self, extra: &str, docs: &str) -> PathBuf {
+        let path = self.sim.dir.path().join("fleet");
+        std::fs::create_dir_all(&path).unwrap();
+        let ns = self.ns;
+        std::fs::write(
+            path.join("fleet.yaml"),
+            format!(
+                "apiVersion: vm.novasphere.dev/v1alpha1
+kind: Fleet
+metadata:
+  name: f13
+spec:
+  namespaces: [{ns}]
+  defaultNamespace: {ns}
+  defaultStorageClass: sim-shared
+  prune: true
+{extra}{docs}"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn kubeconfig(&self) -> String {
+        self.sim.kubeconfig.display().to_string()
+    }
+
+    async fn plan(&self, fleet: &Path) -> Value {
+        let out = run(vec![
+            "plan".into(),
+            fleet.display().to_string(),
+            "--kubeconfig".into(),
+            self.kubeconfig(),
+            "-o".into(),
+            "json".into(),
+        ])
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `wukong apply PATH --auto-approve -o json`: exit code and the document printed (Null
+    /// when nothing was printed), and stderr.
+    async fn apply(&self, path: &Path, extra: &[&str]) -> (i32, Value, String) {
+        let mut args: Vec<String> = vec![
+            "apply".into(),
+            path.display().to_string(),
+            "--kubeconfig".into(),
+            self.kubeconfig(),
+            "--auto-approve".into(),
+            "-o".into(),
+            "json".into(),
+            "--timeout".into(),
+            "60s".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = run(args).await;
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), doc, stderr(&out))
+    }
+
+    fn get(&self, kind: Kind, name: &str) -> Option<Value> {
+        self.sim.get(kind, self.ns, name)
+    }
+
+    fn api(&self, kind: Kind) -> Api<DynamicObject> {
+        let (group, version, plural) = kind;
+        let r = wukong::sim::resources::find(group, version, plural).unwrap();
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, r.kind),
+            plural,
+        );
+        Api::namespaced_with(self.sim.client.clone(), self.ns, &resource)
+    }
+
+    /// Change an object by hand, as `kubectl edit` would.
+    async fn edit(&self, kind: Kind, name: &str, patch: Value) {
+        let params = PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..PatchParams::default()
+        };
+        self.api(kind)
+            .patch(name, &params, &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+
+    /// Wait for a VM to run.
+    async fn running(&self, name: &str) {
+        eventually(&format!("{name} running"), || async {
+            match self.get(VM, name) {
+                Some(vm) if vm["status"]["printableStatus"] == "Running" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+}
+
+fn vm_doc(name: &str, disks: &[(&str, &str)]) -> String {
+    let mut doc = format!(
+        "---
+apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata:
+  name: {name}
+spec:
+  cpu: 1
+  memory: 1Gi
+  disks:
+"
+    );
+    for (disk, size) in disks {
+        doc.push_str(&format!("    - name: {disk}\n      size: {size}\n"));
+    }
+    doc
+}
+
+/// The plan's steps as (object, change, class, reason).
+fn steps(plan: &Value) -> Vec<(String, String, String, String)> {
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["vm"].as_str().or(s["nad"].as_str()).unwrap().to_owned(),
+                s["change"].as_str().unwrap().to_owned(),
+                s["class"].as_str().unwrap().to_owned(),
+                s["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn request(pvc: &Value) -> String {
+    pvc["spec"]["resources"]["requests"]["storage"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Whether a client (the binary under test) changed objects of `resource`: the simulator's own
+/// controllers write in-process and are not in the audit log, and the test only creates.
+fn writes_to(env: &Env, resource: &str) -> bool {
+    env.sim
+        .server
+        .audit()
+        .iter()
+        .any(|e| e.resource == resource && matches!(e.verb.as_str(), "patch" | "update" | "delete"))
+}
+
+fn resource_version(object: &Value) -> String {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 3: two VMs could share one disk.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_3_vm_a_with_disk_b_data_and_vm_a_b_with_disk_data_are_rejected_naming_both() {
+    let env = Env::new("apps").await;
+    let fleet = env.fleet(
+        "",
+        &format!(
+            "{}{}",
+            vm_doc("a", &[("b-data", "1Gi")]),
+            vm_doc("a-b", &[("data", "1Gi")])
+        ),
+    );
+    let out = run(vec!["validate".into(), fleet.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).lines().nth(1).unwrap_or_default().trim(),
+        "fleet.yaml:30:13: Wukong apps/a-b: disk `data` generates DataVolume and PVC `apps/a-b-data`, \
+         the same name as disk `b-data` of VM `apps/a` (fleet.yaml:19:13; Wukong apps/a): the two \
+         VMs would share one volume; rename a disk or a VM",
+        "{}",
+        stderr(&out)
+    );
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(doc, Value::Null);
+    assert!(err.contains("apps/a-b-data"), "{err}");
+    assert!(
+        env.sim
+            .server
+            .audit()
+            .iter()
+            .all(|e| e.verb == "get" || e.verb == "list" || e.resource == "namespaces")
+    );
+    assert!(env.get(VM, "a").is_none() && env.get(VM, "a-b").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_3_vm_a_b_with_disk_data_never_gets_the_disk_a_b_data_of_vm_a() {
+    let env = Env::new("apps").await;
+    // Revision 1: VM `a` with disk `b-data` (DataVolume `a-b-data`), and some data on it.
+    let fleet = env.fleet("", &vm_doc("a", &[("b-data", "1Gi")]));
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{doc:#} {err}");
+    env.running("a").await;
+    let a_uid = env.get(VM, "a").unwrap()["metadata"]["uid"].clone();
+    let dv = env.get(DV, "a-b-data").unwrap();
+    assert_eq!(dv["metadata"]["ownerReferences"][0]["uid"], a_uid);
+
+    // Revision 2: `a` is gone and `a-b` with disk `data` would generate the same name. The
+    // plan refuses to give `a-b` that disk, naming it, while `a` is deleted (its disk kept).
+    env.fleet("", &vm_doc("a-b", &[("data", "1Gi")]));
+    let plan = env.plan(&fleet).await;
+    let create = steps(&plan)
+        .into_iter()
+        .find(|s| s.0 == "apps/a-b")
+        .unwrap();
+    assert_eq!(
+        (create.1.as_str(), create.2.as_str()),
+        ("create", "refused")
+    );
+    assert!(
+        create
+            .3
+            .contains("DataVolume apps/a-b-data exists and belongs to VM apps/a"),
+        "{create:?}"
+    );
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{doc:#} {err}");
+    assert!(env.get(VM, "a").is_none(), "a pruned");
+    assert!(env.get(VM, "a-b").is_none(), "a-b not created");
+    let kept = env.get(DV, "a-b-data").expect("a's disk kept");
+    assert_eq!(
+        kept["metadata"]["annotations"]["wukong.novasphere.dev/kept-from-vm"],
+        "a"
+    );
+
+    // Applied again: `a`'s kept disk still goes to nobody else.
+    let plan = env.plan(&fleet).await;
+    let create = steps(&plan)
+        .into_iter()
+        .find(|s| s.0 == "apps/a-b")
+        .unwrap();
+    assert_eq!(create.2, "refused", "{create:?}");
+    assert!(
+        create
+            .3
+            .contains("was kept when VM apps/a was deleted; it is not given to another VM"),
+        "{create:?}"
+    );
+    let (code, _, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(env.get(VM, "a-b").is_none());
+    assert!(env.get(PVC, "a-b-data").is_some(), "a's data is there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_3_pruning_vm_a_keeps_the_disk_a_b_data_that_vm_a_b_uses() {
+    let env = Env::new("apps").await;
+    let settings = "  pruneDisks: true\n";
+    let fleet = env.fleet(settings, &vm_doc("a", &[("b-data", "1Gi")]));
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{doc:#} {err}");
+    env.running("a").await;
+    // A VM `a-b` already mounts `a`'s disk (made by hand, or before names were checked).
+    let mut shared = env.get(VM, "a").unwrap();
+    shared["metadata"] = json!({"name": "a-b", "namespace": "apps"});
+    shared.as_object_mut().unwrap().remove("status");
+    env.api(VM)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(shared).unwrap(),
+        )
+        .await
+        .unwrap();
+    env.running("a-b").await;
+
+    // Pruning `a` (with pruneDisks) deletes `a`, not the disk `a-b` uses.
+    env.fleet(settings, "");
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{doc:#} {err}");
+    let a = doc["report"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["vm"] == "apps/a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["outcome"], "done", "{a}");
+    assert!(
+        a["detail"]
+            .as_str()
+            .unwrap()
+            .contains("disks kept: a-b-data"),
+        "{a}"
+    );
+    assert!(env.get(VM, "a").is_none());
+    // The garbage collector had its chance: the disk is still there, and so is `a-b`.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(env.get(DV, "a-b-data").is_some());
+    assert!(env.get(PVC, "a-b-data").is_some());
+    env.running("a-b").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 4: a volume Wukong does not own became a VM's disk and was patched.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_4_a_hand_made_pvc_web_hx_system_is_not_adopted_and_not_patched() {
+    let env = Env::new("web").await;
+    let hand_made = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "hx-system", "namespace": "web"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "sim-shared",
+                 "resources": {"requests": {"storage": "5Gi"}}}
+    });
+    env.api(PVC)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(hand_made).unwrap(),
+        )
+        .await
+        .unwrap();
+    let before = eventually("the hand-made PVC bound", || async {
+        match env.get(PVC, "hx-system") {
+            Some(p) if p["status"]["phase"] == "Bound" => Ok(p),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let fleet = env.fleet("", &vm_doc("hx", &[("system", "10Gi")]));
+    let plan = env.plan(&fleet).await;
+    assert_eq!(
+        steps(&plan),
+        [(
+            "web/hx".to_owned(),
+            "create".to_owned(),
+            "refused".to_owned(),
+            "disk `system`: PersistentVolumeClaim web/hx-system exists and is not managed by fleet `f13` (no ownership labels, not created for its DataVolume); Wukong never adopts or changes a volume it does not own".to_owned()
+        )]
+    );
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{doc:#} {err}");
+    assert!(env.get(VM, "hx").is_none(), "not created");
+    assert!(env.get(DV, "hx-system").is_none());
+    let after = env.get(PVC, "hx-system").unwrap();
+    assert_eq!(
+        resource_version(&after),
+        resource_version(&before),
+        "not touched"
+    );
+    assert!(
+        !writes_to(&env, "persistentvolumeclaims") && !writes_to(&env, "datavolumes"),
+        "no volume written"
+    );
+
+    // A disk whose PVC lost its ownership (labels and owner removed by hand) is not grown:
+    // the plan refuses, naming the PVC, and nothing is patched.
+    let fleet = env.fleet("", &vm_doc("hy", &[("system", "10Gi")]));
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{doc:#} {err}");
+    env.edit(
+        PVC,
+        "hy-system",
+        json!({"metadata": {"labels": null, "ownerReferences": null}}),
+    )
+    .await;
+    env.fleet("", &vm_doc("hy", &[("system", "20Gi")]));
+    let plan = env.plan(&fleet).await;
+    let grow = steps(&plan).into_iter().find(|s| s.1 == "disk").unwrap();
+    assert_eq!(grow.2, "refused", "{grow:?}");
+    assert!(
+        grow.3.starts_with(
+            "PersistentVolumeClaim web/hy-system exists and is not managed by fleet `f13`"
+        ),
+        "{grow:?}"
+    );
+    let before = env.get(PVC, "hy-system").unwrap();
+    let (code, _, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let after = env.get(PVC, "hy-system").unwrap();
+    assert_eq!(resource_version(&after), resource_version(&before));
+    assert_eq!(request(&after), "10Gi");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_4_a_pvc_disowned_between_plan_and_apply_is_not_patched() {
+    use wukong::apply::{self, Cluster, Options, Timeouts};
+    let env = Env::new("web").await;
+    let fleet = env.fleet("", &vm_doc("hz", &[("system", "10Gi")]));
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{doc:#} {err}");
+    env.running("hz").await;
+    env.fleet("", &vm_doc("hz", &[("system", "20Gi")]));
+    // Planned while the PVC is Wukong's …
+    let (f, objects) = wukong::cli::load_and_render(&fleet, "r2").unwrap();
+    let live = wukong::live::read::read(&env.sim.client, &wukong::live::read::Scope::of(&f))
+        .await
+        .unwrap();
+    let plan = wukong::plan::plan(&f, &objects, &live, "r2");
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| s.change == wukong::plan::Change::Disk && s.acts()),
+        "{}",
+        wukong::plan::output::text(&plan, false)
+    );
+    // … then someone takes it over before the executor gets to it.
+    env.edit(
+        PVC,
+        "hz-system",
+        json!({"metadata": {"labels": null, "ownerReferences": null}}),
+    )
+    .await;
+    let before = env.get(PVC, "hz-system").unwrap();
+    let options = Options {
+        timeouts: Timeouts::all(std::time::Duration::from_secs(30)),
+        ..Options::default()
+    };
+    let report = apply::execute(&Cluster::new(env.sim.client.clone()), &plan, &options).await;
+    let disk = report
+        .steps
+        .iter()
+        .find(|r| r.step.change == wukong::plan::Change::Disk)
+        .unwrap();
+    assert_eq!(disk.outcome, apply::Outcome::Failed, "{disk:?}");
+    assert!(
+        disk.detail.starts_with(
+            "not patched: PersistentVolumeClaim web/hz-system exists and is not managed"
+        ),
+        "{disk:?}"
+    );
+    let after = env.get(PVC, "hz-system").unwrap();
+    assert_eq!(resource_version(&after), resource_version(&before));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 9: sizes came from an annotation anyone can edit.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_9_a_hand_edited_disk_size_annotation_of_1gi_neither_grows_nor_misreports() {
+    let env = Env::new("apps").await;
+    let fleet = env.fleet("", &vm_doc("db", &[("data", "20Gi")]));
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{doc:#} {err}");
+    env.running("db").await;
+    env.edit(
+        PVC,
+        "db-data",
+        json!({"metadata": {"annotations": {"wukong.novasphere.dev/disk-size": "1Gi"}}}),
+    )
+    .await;
+    // Nothing to do: the PVC holds 20Gi, as the fleet says.
+    let plan = env.plan(&fleet).await;
+    assert_eq!(plan["hasChanges"], false, "{plan:#}");
+    let before = env.get(PVC, "db-data").unwrap();
+    let (code, _, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        resource_version(&env.get(PVC, "db-data").unwrap()),
+        resource_version(&before)
+    );
+
+    // Grown to 30Gi: reported 20Gi → 30Gi, and patched to exactly that (the annotation
+    // lying about 1Gi would have made it 49Gi).
+    env.fleet("", &vm_doc("db", &[("data", "30Gi")]));
+    let plan = env.plan(&fleet).await;
+    let grow = &plan["steps"][0];
+    assert_eq!(
+        (&grow["change"], &grow["from"], &grow["to"]),
+        (&json!("disk"), &json!("20Gi"), &json!("30Gi")),
+        "{plan:#}"
+    );
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{doc:#} {err}");
+    let pvc = env.get(PVC, "db-data").unwrap();
+    assert_eq!(request(&pvc), "30Gi");
+    assert_eq!(pvc["status"]["capacity"]["storage"], "30Gi");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_9_on_a_filesystem_volume_the_patched_size_is_the_reported_size_plus_cdis_overhead()
+{
+    let env = Env::new("apps").await;
+    // An expandable Filesystem storage class (a host-path provisioner: RWO Filesystem).
+    let sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                    "metadata": {"name": "fs"}, "provisioner": "kubevirt.io.hostpath-provisioner",
+                    "allowVolumeExpansion": true});
+    Api::<DynamicObject>::all_with(
+        env.sim.client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("storage.k8s.io", "v1", "StorageClass"),
+            "storageclasses",
+        ),
+    )
+    .create(&Default::default(), &serde_json::from_value(sc).unwrap())
+    .await
+    .unwrap();
+    let doc = |size: &str| {
+        format!(
+            "{}      storageClass: fs\n",
+            vm_doc("fsvm", &[("data", size)])
+        )
+    };
+    let fleet = env.fleet("", &doc("20Gi"));
+    let (code, report, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{report:#} {err}");
+    env.running("fsvm").await;
+    env.edit(
+        PVC,
+        "fsvm-data",
+        json!({"metadata": {"annotations": {"wukong.novasphere.dev/disk-size": "1Gi"}}}),
+    )
+    .await;
+    env.fleet("", &doc("30Gi"));
+    let (code, report, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{report:#} {err}");
+    let grow = report["report"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["change"] == "disk")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&grow["from"], &grow["to"]),
+        (&json!("20Gi"), &json!("30Gi"))
+    );
+    // The request is 30Gi plus the filesystem overhead KubeVirt reports (0.055): the guest
+    // gets 30Gi, and the plan reads 30Gi back.
+    let pvc = env.get(PVC, "fsvm-data").unwrap();
+    let requested: wukong::quantity::Quantity = request(&pvc).parse().unwrap();
+    let overhead = wukong::plan::volumes::Overhead::parse("0.055").unwrap();
+    assert_eq!(
+        requested,
+        wukong::plan::volumes::padded("30Gi".parse().unwrap(), overhead)
+    );
+    assert!(
+        grow["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("PVC fsvm-data has 30Gi (request {requested}")),
+        "{grow}"
+    );
+    let plan = env.plan(&fleet).await;
+    assert_eq!(plan["hasChanges"], false, "{plan:#}");
+}
