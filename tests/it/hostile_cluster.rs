@@ -591,3 +591,97 @@ async fn finding_9_on_a_filesystem_volume_the_patched_size_is_the_reported_size_
     let plan = env.plan(&fleet).await;
     assert_eq!(plan["hasChanges"], false, "{plan:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_9_a_saved_plan_edited_to_restart_a_blocked_vm_and_extend_restartable_is_refused() {
+    let env = Env::new("apps").await;
+    // Restarts are not allowed; CPU hot-plug is not enabled, so 1 → 2 CPUs needs a restart.
+    let fleet = env.fleet(
+        "  allowRestarts: false\n",
+        &vm_doc("db", &[("system", "1Gi")]),
+    );
+    let (code, doc, err) = env.apply(&fleet, &[]).await;
+    assert_eq!(code, 0, "{doc:#} {err}");
+    env.running("db").await;
+    let uid = env.sim.get(crate::support::VMI, "apps", "db").unwrap()["metadata"]["uid"].clone();
+    env.fleet(
+        "  allowRestarts: false\n",
+        &vm_doc("db", &[("system", "1Gi")]).replace("cpu: 1", "cpu: 2"),
+    );
+    let saved = env.sim.dir.path().join("plan.json");
+    let out = run(vec![
+        "plan".into(),
+        fleet.display().to_string(),
+        "--kubeconfig".into(),
+        env.kubeconfig(),
+        "--out".into(),
+        saved.display().to_string(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut plan: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let classes: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, ["blocked", "blocked"], "{plan:#}");
+
+    // Edited by hand: the blocked steps become a restart, db becomes restartable, and the
+    // manifest carries the two CPUs.
+    for step in plan["steps"].as_array_mut().unwrap() {
+        step["class"] = json!("restart");
+    }
+    plan["restartable"] = json!(["apps/db"]);
+    for w in plan["writes"].as_array_mut().unwrap() {
+        w["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"] = json!(2);
+    }
+    std::fs::write(&saved, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+    let writes_before = env
+        .sim
+        .server
+        .audit()
+        .iter()
+        .filter(|e| !matches!(e.verb.as_str(), "get" | "list" | "watch"))
+        .count();
+    let (code, doc, err) = env.apply(&saved, &[]).await;
+    assert_eq!(code, 1, "{doc:#} {err}");
+    assert_eq!(doc, Value::Null, "nothing printed, nothing applied");
+    for line in [
+        "the saved plan is not what its fleet allows now; nothing was applied",
+        "step cpu vms/apps/db: the plan says `restart`, the fleet says `blocked`",
+        "step restart vms/apps/db: the plan says `restart`, the fleet says `blocked`",
+        "the manifest to write for vms/apps/db is not the one the fleet gives",
+        "restartable: the fleet does not allow restarting vms/apps/db",
+    ] {
+        assert!(err.contains(line), "{line} not in {err}");
+    }
+    let writes_after = env
+        .sim
+        .server
+        .audit()
+        .iter()
+        .filter(|e| !matches!(e.verb.as_str(), "get" | "list" | "watch"))
+        .count();
+    assert_eq!(
+        writes_before, writes_after,
+        "nothing written, nothing restarted"
+    );
+    let vmi = env.sim.get(crate::support::VMI, "apps", "db").unwrap();
+    assert_eq!(vmi["metadata"]["uid"], uid, "not restarted");
+    assert_eq!(
+        env.get(VM, "db").unwrap()["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"],
+        1
+    );
+
+    // A plan that names no fleet cannot be checked, so it is refused too.
+    plan.as_object_mut().unwrap().remove("source");
+    std::fs::write(&saved, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+    let (code, _, err) = env.apply(&saved, &[]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("does not name the fleet it was made from"),
+        "{err}"
+    );
+}
