@@ -685,3 +685,137 @@ async fn finding_9_a_saved_plan_edited_to_restart_a_blocked_vm_and_extend_restar
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Finding 7: the webhook buffered 25 MB bodies before checking the signature.
+
+/// A field of `/proc/<pid>/status` in KiB (`VmHWM`: peak resident memory, `VmRSS`: now).
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+/// POST `body` to the webhook with `headers`: the status line is read as soon as the daemon
+/// answers, before the body is sent (it is sent afterwards, as an attacker would, and the
+/// daemon may have closed the connection by then). The status code, if one came.
+fn post_hook(addr: std::net::SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .set_write_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    let mut head = format!(
+        "POST /hooks/git HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while !line.ends_with(b"\r\n") && stream.read(&mut byte).ok()? == 1 {
+        line.push(byte[0]);
+    }
+    let _ = stream.write_all(body);
+    String::from_utf8_lossy(&line)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_7_a_hundred_unsigned_24_mb_webhooks_leave_memory_bounded_and_a_signed_push_still_syncs()
+ {
+    use crate::daemon_e2e::{Daemon, Repo, SECRET, SYSTEM_DISK, start_sim, vm};
+    let sim = start_sim(Config::fast()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let c1 = repo.push(
+        &[("solo.yaml", &vm("solo", 1, "2Gi", SYSTEM_DISK, ""))],
+        "one VM",
+    );
+    // Polls an hour apart: only the webhook can bring a push in.
+    let daemon = Daemon::start(
+        &sim,
+        repo.path(),
+        &tmp.path().join("cache"),
+        &["--interval", "1h", "--drift-interval", "1h"],
+    )
+    .await;
+    daemon.converged(&c1).await;
+    let pid = daemon.child.id();
+    let peak_before = memory_kib(pid, "VmHWM");
+
+    // 100 unsigned 24 MB requests, ten at a time: each is answered 401 before its body.
+    let body = std::sync::Arc::new(vec![b' '; 24 << 20]);
+    let addr = daemon.addr;
+    let codes: Vec<Option<u16>> = tokio::task::spawn_blocking(move || {
+        let threads: Vec<_> = (0..10)
+            .map(|_| {
+                let body = std::sync::Arc::clone(&body);
+                std::thread::spawn(move || {
+                    (0..10)
+                        .map(|_| post_hook(addr, &[("X-GitHub-Event", "push")], &body))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    })
+    .await
+    .unwrap();
+    assert_eq!(codes.len(), 100);
+    assert!(codes.iter().all(|c| *c == Some(401)), "{codes:?}");
+    // Wrongly signed, announcing 24 MB: 413, unread.
+    let wrong = wukong::daemon::webhook::sign(b"not the secret", b"{}");
+    let big = vec![b' '; 24 << 20];
+    let code = tokio::task::spawn_blocking(move || {
+        post_hook(addr, &[("X-Hub-Signature-256", &wrong)], &big)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(413));
+
+    let peak_after = memory_kib(pid, "VmHWM");
+    let now = memory_kib(pid, "VmRSS");
+    // 2.4 GB were thrown at it; the peak grew by less than 64 MiB (it grew to 1.9 GB before).
+    assert!(
+        peak_after < peak_before + 64 * 1024,
+        "peak resident memory {peak_before} KiB → {peak_after} KiB"
+    );
+    assert!(now <= peak_after, "{now} KiB resident");
+    assert!(daemon.status().await["ready"] == true, "still serving");
+
+    // A valid signed push still triggers a sync at once.
+    let c2 = repo.push(
+        &[("solo.yaml", &vm("solo", 2, "2Gi", SYSTEM_DISK, ""))],
+        "two CPUs",
+    );
+    let push = br#"{"ref":"refs/heads/main"}"#;
+    let signed = wukong::daemon::webhook::sign(SECRET.as_bytes(), push);
+    let (code, text) = daemon
+        .http(
+            "POST",
+            "/hooks/git",
+            &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signed)],
+            push,
+        )
+        .await;
+    assert_eq!(code, 202, "{text}");
+    daemon.converged(&c2).await;
+    let (code, _) = daemon.terminate().await;
+    assert_eq!(code, 0);
+    sim.server.shutdown().await.unwrap();
+}
