@@ -82,19 +82,62 @@ impl Timeouts {
     }
 }
 
-/// Asks a running apply to stop: steps in flight finish, no new one starts.
-#[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
+/// Asks a running apply to stop: steps in flight finish, no new one starts ([`request`]).
+/// [`supersede`] asks more: a newer revision is to be applied, so the steps in flight also stop
+/// waiting for their change to show (their writes, single API calls, are never cut short); the
+/// apply returns at once and the next plan, made from the cluster as it is, takes over. A
+/// restart that holds one of its set's `maxUnavailable` permits still waits for its instance:
+/// the next apply must not take the set below its availability.
+///
+/// [`request`]: StopSignal::request
+/// [`supersede`]: StopSignal::supersede
+#[derive(Debug, Clone)]
+pub struct StopSignal(Arc<Signals>);
+
+#[derive(Debug)]
+struct Signals {
+    stop: AtomicBool,
+    superseded: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for StopSignal {
+    fn default() -> Self {
+        StopSignal(Arc::new(Signals {
+            stop: AtomicBool::new(false),
+            superseded: tokio::sync::watch::channel(false).0,
+        }))
+    }
+}
 
 impl StopSignal {
     pub fn request(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.stop.store(true, Ordering::SeqCst);
     }
 
     pub fn requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.stop.load(Ordering::SeqCst)
+    }
+
+    /// Stop starting steps and stop waiting on those in flight.
+    pub fn supersede(&self) {
+        self.request();
+        self.0.superseded.send_replace(true);
+    }
+
+    pub fn superseded(&self) -> bool {
+        *self.0.superseded.borrow()
+    }
+
+    /// Resolves once [`StopSignal::supersede`] was called.
+    async fn wait_superseded(&self) {
+        let mut rx = self.0.superseded.subscribe();
+        // The sender lives as long as `self`: `wait_for` only ends by the value.
+        let _ = rx.wait_for(|s| *s).await;
     }
 }
+
+/// Why a step's verification was abandoned.
+const SUPERSEDED: &str = "written; not verified: a newer revision superseded this apply, and its plan starts from the cluster as it is";
 
 /// What the executor reports while it works (for progress displays and logs).
 #[derive(Debug)]
@@ -652,12 +695,14 @@ impl Executor<'_> {
         let check = |o: &Observed| want.check(o);
         match self.wait(step, t, None, check).await {
             Ok(()) => StepResult::done(step, want.proof()),
+            Err(Wait::Superseded) => StepResult::skipped(step, SUPERSEDED),
             Err(Wait::Timeout(why)) => StepResult::failed(
                 step,
                 format!("not seen on the VM within {}s: {why}", t.as_secs()),
             ),
             Err(Wait::Failed(why)) if self.plan.restartable.contains(&step.target) => {
                 match self.restart(step).await {
+                    Err(r) if r.outcome == super::Outcome::Skipped => r,
                     Err(r) => StepResult::failed(
                         step,
                         format!("{why}; the fallback restart failed: {}", r.detail),
@@ -674,6 +719,7 @@ impl Executor<'_> {
                             step,
                             format!("{why}; restarted, and still not applied: {w}"),
                         ),
+                        Err(Wait::Superseded) => StepResult::skipped(step, SUPERSEDED),
                     },
                 }
             }
@@ -690,7 +736,7 @@ impl Executor<'_> {
     /// holding one of its set's unavailability permits meanwhile.
     async fn restart(&self, step: &Step) -> Result<String, StepResult> {
         let id = &step.target;
-        let _gate = match self.set_of(id).and_then(|s| self.gates.get(&s)) {
+        let gate = match self.set_of(id).and_then(|s| self.gates.get(&s)) {
             Some(gate) => Some(gate.acquire().await),
             None => None,
         };
@@ -708,11 +754,18 @@ impl Executor<'_> {
         };
         let old_uid = str_at(&old, &["metadata", "uid"]).map(str::to_owned);
         self.action(step, "virtualmachines", "restart").await?;
+        // A set member's restart holds its availability permit until its instance is back,
+        // even when the apply is superseded (see `StopSignal`).
         let v = self
-            .wait(step, self.options.timeouts.power, None, |o| {
-                verify::restarted(o.vm.as_ref(), o.vmi.as_ref(), old_uid.as_deref())
-            })
+            .wait_unless(
+                step,
+                self.options.timeouts.power,
+                None,
+                |o| verify::restarted(o.vm.as_ref(), o.vmi.as_ref(), old_uid.as_deref()),
+                gate.is_none(),
+            )
             .await;
+        drop(gate);
         match self.conclude(
             step,
             v,
@@ -1026,7 +1079,8 @@ impl Executor<'_> {
         Ok(Observed { vm, vmi, pvc })
     }
 
-    /// Poll until `check` says done or failed, or the timeout passes.
+    /// Poll until `check` says done or failed, or the timeout passes, or the apply is
+    /// superseded.
     async fn wait(
         &self,
         step: &Step,
@@ -1034,10 +1088,26 @@ impl Executor<'_> {
         claim: Option<&str>,
         check: impl Fn(&Observed) -> Verdict,
     ) -> Result<(), Wait> {
+        self.wait_unless(step, timeout, claim, check, true).await
+    }
+
+    /// [`Executor::wait`]; `cancellable`: give up when the apply is superseded.
+    async fn wait_unless(
+        &self,
+        step: &Step,
+        timeout: Duration,
+        claim: Option<&str>,
+        check: impl Fn(&Observed) -> Verdict,
+        cancellable: bool,
+    ) -> Result<(), Wait> {
+        let superseded = || cancellable && self.options.stop.superseded();
         let deadline = Instant::now() + timeout;
         let mut last = String::from("nothing read yet");
         let mut interval = self.options.poll;
         loop {
+            if superseded() {
+                return Err(Wait::Superseded);
+            }
             match self.observe(&step.target, claim).await {
                 Ok(o) => match check(&o) {
                     Verdict::Done => return Ok(()),
@@ -1054,7 +1124,14 @@ impl Executor<'_> {
             if Instant::now() >= deadline {
                 return Err(Wait::Timeout(last));
             }
-            tokio::time::sleep(interval).await;
+            if cancellable {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = self.options.stop.wait_superseded() => return Err(Wait::Superseded),
+                }
+            } else {
+                tokio::time::sleep(interval).await;
+            }
             interval = (interval * 2).min(MAX_POLL).max(self.options.poll);
         }
     }
@@ -1064,6 +1141,7 @@ impl Executor<'_> {
             Ok(()) => StepResult::done(step, proof),
             Err(Wait::Failed(why)) => StepResult::failed(step, why),
             Err(Wait::Timeout(why)) => StepResult::failed(step, format!("timed out: {why}")),
+            Err(Wait::Superseded) => StepResult::skipped(step, SUPERSEDED),
         }
     }
 }
@@ -1071,6 +1149,8 @@ impl Executor<'_> {
 enum Wait {
     Failed(String),
     Timeout(String),
+    /// The apply was superseded by a newer revision: stopped waiting.
+    Superseded,
 }
 
 fn call_failed(step: &Step, e: &CallError) -> StepResult {

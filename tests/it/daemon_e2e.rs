@@ -145,7 +145,7 @@ impl SimCluster {
     }
 
     /// Whether every VM in `names` exists and runs.
-    fn running(&self, names: &[&str]) -> Result<(), String> {
+    pub(crate) fn running(&self, names: &[&str]) -> Result<(), String> {
         for name in names {
             let vm = self.get(VM, NS, name).ok_or(format!("no VM {name}"))?;
             if vm["status"]["printableStatus"] != "Running" {

@@ -819,3 +819,387 @@ async fn finding_7_a_hundred_unsigned_24_mb_webhooks_leave_memory_bounded_and_a_
     assert_eq!(code, 0);
     sim.server.shutdown().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Finding 8: one VM that never reaches Running held the daemon for 15 minutes.
+
+/// A sample of the daemon's `/metrics`.
+async fn sample(daemon: &crate::daemon_e2e::Daemon, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let scrape = daemon.metrics().await;
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(n)
+            | prometheus_parse::Value::Gauge(n)
+            | prometheus_parse::Value::Untyped(n) => n,
+            _ => f64::NAN,
+        })
+        .unwrap_or(0.0)
+}
+
+const FLEET_TWO_NAMESPACES: &str = "apiVersion: vm.novasphere.dev/v1alpha1
+kind: Fleet
+metadata:
+  name: e2e
+spec:
+  namespaces: [apps, nowhere]
+  defaultNamespace: apps
+  defaultStorageClass: sim-shared
+  allowRestarts: true
+  prune: true
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_8_a_storage_class_namespace_or_nad_that_does_not_exist_is_blocked_not_waited_for()
+{
+    use crate::daemon_e2e::{Daemon, SYSTEM_DISK, start_sim, vm};
+    let sim = start_sim(Config::fast()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let up = crate::daemon_git::Upstream::new(&tmp.path().join("fleet.git"));
+    let missing_class = vm(
+        "no-class",
+        1,
+        "2Gi",
+        &format!("{SYSTEM_DISK}      storageClass: does-not-exist\n"),
+        "",
+    );
+    let missing_nad = vm(
+        "no-nad",
+        1,
+        "2Gi",
+        SYSTEM_DISK,
+        "  networks:\n    - name: ext\n      type: bridge\n      nadName: apps/missing-net\n",
+    );
+    let missing_ns = vm("no-ns", 1, "2Gi", SYSTEM_DISK, "")
+        .replace("  name: no-ns\n", "  name: no-ns\n  namespace: nowhere\n");
+    let good = vm("good", 1, "2Gi", SYSTEM_DISK, "");
+    let files = [
+        ("fleet.yaml", FLEET_TWO_NAMESPACES),
+        ("a.yaml", missing_class.as_str()),
+        ("b.yaml", missing_nad.as_str()),
+        ("c.yaml", missing_ns.as_str()),
+        ("d.yaml", good.as_str()),
+    ];
+    let c1 = up
+        .commit(
+            "main",
+            &files,
+            "three VMs the cluster cannot run, one it can",
+        )
+        .to_string();
+    let started = std::time::Instant::now();
+    let daemon = Daemon::start(
+        &sim,
+        &up.dir,
+        &tmp.path().join("cache"),
+        &["--interval", "500ms", "--drift-interval", "1h"],
+    )
+    .await;
+    // The sync finishes at once (nothing to wait for) and succeeds: the good VM is created,
+    // the others are blocked with the reason, and nothing is created for them.
+    let status = eventually("the first sync", || async {
+        let s = daemon.status().await;
+        if s["lastSync"]["revision"] == c1.as_str() && s["lastSync"]["result"] == "success" {
+            Ok(s)
+        } else {
+            Err(format!("{} {}", s["lastSync"], s["errors"]))
+        }
+    })
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let blocked: Vec<(String, String)> = status["lastPlan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["class"] == "blocked")
+        .map(|s| {
+            (
+                s["vm"].as_str().unwrap().to_owned(),
+                s["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        blocked,
+        [
+            ("apps/no-class".to_owned(), "cannot be created now: disk `system`: storage class `does-not-exist` does not exist, so its PVC would stay Pending".to_owned()),
+            ("apps/no-nad".to_owned(), "cannot be created now: network `ext`: network attachment apps/missing-net does not exist, so the VM could not start".to_owned()),
+            ("nowhere/no-ns".to_owned(), "cannot be created now: namespace `nowhere` does not exist (Wukong does not create namespaces)".to_owned()),
+        ],
+        "{status:#}"
+    );
+    sim.running(&["good"]).unwrap();
+    for name in ["no-class", "no-nad"] {
+        assert!(sim.get(VM, "apps", name).is_none(), "{name} not created");
+    }
+    assert!(
+        !sim.server
+            .audit()
+            .iter()
+            .any(|e| e.namespace.as_deref() == Some("nowhere")
+                && !matches!(e.verb.as_str(), "get" | "list" | "watch")),
+        "nothing written to a namespace that does not exist"
+    );
+    // Once the class exists, the next commit creates the VM.
+    let sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                    "metadata": {"name": "does-not-exist"}, "provisioner": "rbd.csi.ceph.com",
+                    "allowVolumeExpansion": true});
+    Api::<DynamicObject>::all_with(
+        sim.client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("storage.k8s.io", "v1", "StorageClass"),
+            "storageclasses",
+        ),
+    )
+    .create(&Default::default(), &serde_json::from_value(sc).unwrap())
+    .await
+    .unwrap();
+    let c2 = up
+        .commit(
+            "main",
+            &files[..2],
+            "only the VM whose storage class now exists",
+        )
+        .to_string();
+    eventually("the VM created", || async {
+        let s = daemon.status().await;
+        match sim.running(&["no-class"]) {
+            Ok(()) if s["lastSync"]["revision"] == c2.as_str() => Ok(()),
+            other => Err(format!("{other:?} {}", s["lastSync"])),
+        }
+    })
+    .await;
+    let (code, _) = daemon.terminate().await;
+    assert_eq!(code, 0);
+    sim.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_8_a_stuck_migration_does_not_hold_a_newer_commit_and_status_shows_it_in_progress()
+{
+    use crate::daemon_e2e::{Daemon, Repo, SYSTEM_DISK, start_sim, vm};
+    let sim = start_sim(Config::fast()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(tmp.path());
+    let slow = |cpu| vm("slow", cpu, "2Gi", SYSTEM_DISK, "");
+    let c1 = repo.push(&[("slow.yaml", &slow(1))], "one VM");
+    let daemon = Daemon::start(
+        &sim,
+        repo.path(),
+        &tmp.path().join("cache"),
+        &["--interval", "500ms", "--drift-interval", "1h"],
+    )
+    .await;
+    daemon.converged(&c1).await;
+
+    // Every migration gets stuck: a CPU hot-plug waits for its timeout (here 60 s, by default
+    // ten minutes).
+    sim.server.kubevirt_faults().set_migrations_stuck(true);
+    let c2 = repo.push(
+        &[("slow.yaml", &slow(2))],
+        "two CPUs: a hot-plug that will not finish",
+    );
+    let status = eventually("the hot-plug in progress", || async {
+        let s = daemon.status().await;
+        let waiting = s["inProgress"]
+            .as_array()
+            .and_then(|steps| {
+                steps
+                    .iter()
+                    .find(|p| p["object"] == "vms/apps/slow" && p["change"] == "cpu")
+            })
+            .filter(|p| p["waitingFor"].is_string())
+            .cloned();
+        match waiting {
+            Some(_) if s["reconciling"]["revision"] == c2.as_str() => Ok(s),
+            _ => Err(format!("{} {}", s["reconciling"], s["inProgress"])),
+        }
+    })
+    .await;
+    assert_eq!(status["inProgress"][0]["class"], "live", "{status:#}");
+    assert!(status["inProgress"][0]["startedAt"].is_string());
+    assert_eq!(sample(&daemon, "wukong_steps_in_progress", &[]).await, 1.0);
+    assert_eq!(
+        sample(&daemon, "wukong_reconcile_in_progress", &[]).await,
+        1.0
+    );
+
+    // A newer commit is applied at once, not after the stuck step's timeout.
+    let pushed = std::time::Instant::now();
+    let c3 = repo.push(
+        &[
+            ("slow.yaml", &slow(2)),
+            ("fresh.yaml", &vm("fresh", 1, "2Gi", SYSTEM_DISK, "")),
+        ],
+        "a new VM",
+    );
+    eventually("the newer commit applied", || async {
+        let s = daemon.status().await;
+        match sim.running(&["fresh"]) {
+            Ok(()) if s["lastSync"]["revision"] == c3.as_str() => Ok(()),
+            other => Err(format!("{other:?} {} {}", s["lastSync"], s["reconciling"])),
+        }
+    })
+    .await;
+    assert!(
+        pushed.elapsed() < std::time::Duration::from_secs(20),
+        "applied after {:?}",
+        pushed.elapsed()
+    );
+    let s = daemon.status().await;
+    assert_eq!(s["lastSync"]["result"], "success", "{s:#}");
+    assert!(s["inProgress"].as_array().unwrap().is_empty(), "{s:#}");
+    assert_eq!(
+        sample(
+            &daemon,
+            "wukong_reconciles_total",
+            &[("result", "superseded")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(sample(&daemon, "wukong_steps_in_progress", &[]).await, 0.0);
+    assert!(!daemon.logs("superseded by a newer revision").is_empty());
+    // The superseded hot-plug was written; KubeVirt finishes it once migrations move again.
+    let vm = sim.get(VM, "apps", "slow").unwrap();
+    assert_eq!(
+        vm["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"],
+        2
+    );
+    sim.server.kubevirt_faults().set_migrations_stuck(false);
+    eventually("the hot-plug finished", || async {
+        let vmi = sim.get(crate::support::VMI, "apps", "slow").unwrap();
+        match vmi["status"]["currentCPUTopology"]["sockets"].as_u64() {
+            Some(2) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (code, _) = daemon.terminate().await;
+    assert_eq!(code, 0);
+    sim.server.shutdown().await.unwrap();
+}
+
+/// A reconciler that waits until it is superseded (a reconcile stuck on a slow step), checks
+/// revisions by their `vm.yaml`, and records what it was asked.
+#[derive(Clone, Default)]
+struct Stuck {
+    calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    superseded: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl wukong::daemon::Reconciler for Stuck {
+    async fn reconcile(
+        &self,
+        _: &Path,
+        revision: &str,
+        _: bool,
+    ) -> Result<wukong::daemon::Outcome, wukong::daemon::ReconcileError> {
+        let first = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(revision.to_owned());
+            calls.len() == 1
+        };
+        if first {
+            self.superseded.notified().await;
+        }
+        Ok(wukong::daemon::Outcome::default())
+    }
+
+    async fn check(
+        &self,
+        fleet_root: &Path,
+        _: &str,
+    ) -> Result<(), wukong::daemon::ReconcileError> {
+        match std::fs::read_to_string(fleet_root.join("vm.yaml")) {
+            Ok(t) if t.contains("invalid") => Err(wukong::daemon::ReconcileError::Rejected(
+                format!("vm.yaml: {t}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn supersede(&self) {
+        self.superseded.notify_one();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_8_an_invalid_newer_commit_supersedes_nothing_and_a_valid_one_takes_over() {
+    use wukong::daemon::run::{self, Origin};
+    let tmp = tempfile::tempdir().unwrap();
+    let up = crate::daemon_git::Upstream::new(&tmp.path().join("origin.git"));
+    let r1 = up.commit("main", &[("vm.yaml", "one")], "one").to_string();
+    let source = wukong::daemon::git::Source::new(wukong::daemon::git::Config {
+        url: up.dir.display().to_string(),
+        selector: wukong::daemon::git::Selector::Branch("main".into()),
+        subdir: None,
+        auth: wukong::daemon::git::Auth::None,
+        cache_dir: tmp.path().join("cache"),
+    })
+    .unwrap();
+    let stuck = Stuck::default();
+    let status = wukong::daemon::status::shared();
+    let (_triggers, received) = tokio::sync::mpsc::channel(1);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run::run(
+        Origin::Git(std::sync::Arc::new(source)),
+        stuck.clone(),
+        run::Options {
+            interval: std::time::Duration::from_millis(100),
+            drift_interval: std::time::Duration::from_secs(3600),
+            plan_only: false,
+            fetch_timeout: std::time::Duration::from_secs(30),
+            seed: Some(1),
+        },
+        run::Shared {
+            status: std::sync::Arc::clone(&status),
+            metrics: std::sync::Arc::new(wukong::daemon::metrics::Metrics::new()),
+        },
+        received,
+        stopped,
+    ));
+    let current = || status.read().unwrap().clone();
+    eventually("r1 in flight", || async {
+        match current().reconciling {
+            Some(r) if r.revision == r1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // An invalid commit is rejected and supersedes nothing: r1 stays in flight.
+    let r2 = up
+        .commit("main", &[("vm.yaml", "invalid")], "broken")
+        .to_string();
+    eventually("r2 rejected", || async {
+        let s = current();
+        match s.errors.last() {
+            Some(e) if e.revision.as_deref() == Some(r2.as_str()) && e.stage == "validate" => {
+                Ok(())
+            }
+            _ => Err(format!("{:?}", s.errors)),
+        }
+    })
+    .await;
+    let s = current();
+    assert_eq!(s.reconciling.as_ref().unwrap().revision, r1);
+    assert_eq!(s.reconciling.as_ref().unwrap().superseded_by, None);
+    // A valid one supersedes it and is reconciled; the superseded one is not accepted.
+    let r3 = up
+        .commit("main", &[("vm.yaml", "three")], "three")
+        .to_string();
+    eventually("r3 reconciled", || async {
+        let s = current();
+        match &s.last_sync {
+            Some(sync) if sync.revision.as_deref() == Some(r3.as_str()) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(*stuck.calls.lock().unwrap(), [r1.clone(), r3.clone()]);
+    assert_eq!(current().last_good_revision.as_deref(), Some(r3.as_str()));
+    stop.send_replace(true);
+    task.await.unwrap();
+}
