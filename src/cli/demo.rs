@@ -235,8 +235,10 @@ async fn vm_table(client: &kube::Client) -> Result<String, Error> {
                         let size = live
                             .pvc(&id.namespace, claim)
                             .and_then(|p| {
-                                let dv = live.data_volume(&id.namespace, claim);
-                                crate::plan::volumes::current_size(p, dv, vmi)
+                                let created = live
+                                    .data_volume(&id.namespace, claim)
+                                    .and_then(crate::plan::volumes::created_size);
+                                crate::plan::volumes::current_size(p, created, vmi)
                             })
                             .map_or_else(|| "-".to_owned(), |q| q.to_string());
                         format!("{claim}={size}")

@@ -11,7 +11,7 @@ use super::shape::{self, Binding, DiskShape, Nic, VmShape, set_pointer};
 use super::{Change, Class, Step, volumes};
 use crate::fleet;
 use crate::identity::ObjectRef;
-use crate::live::{LiveState, quantity_at, str_at};
+use crate::live::{LiveState, str_at};
 use crate::quantity::Quantity;
 
 /// Inputs of one VM's plan.
@@ -401,20 +401,17 @@ fn memory_step(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, hot_plug: bool, steps: &
 }
 
 /// A disk's size now: from its PVC's own fields ([`volumes::current_size`]); before the PVC
-/// exists, the size the disk is being created with.
+/// exists, the size the disk is being created with. The size it was created with is its
+/// DataVolume's, else (the DataVolume gone: KubeVirt re-creates it) the VM's template's.
 fn current_size(input: &VmInput<'_>, ns: &str, disk: &DiskShape) -> Option<Quantity> {
     let live = input.live;
-    let dv = live.data_volume(ns, &disk.volume);
+    let created = live
+        .data_volume(ns, &disk.volume)
+        .and_then(volumes::created_size)
+        .or(disk.size);
     match live.pvc(ns, &disk.volume) {
-        Some(pvc) => volumes::current_size(pvc, dv, live.vmi(ns, &input.vm.name)),
-        None => dv
-            .and_then(|dv| {
-                let spec = dv.get("spec")?;
-                let requested = ["resources", "requests", "storage"];
-                quantity_at(spec.get("storage")?, &requested)
-                    .or_else(|| quantity_at(spec.get("pvc")?, &requested))
-            })
-            .or(disk.size),
+        Some(pvc) => volumes::current_size(pvc, created, live.vmi(ns, &input.vm.name)),
+        None => created,
     }
 }
 

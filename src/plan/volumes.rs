@@ -227,17 +227,28 @@ pub fn same_size(a: Quantity, b: Quantity) -> bool {
     bytes(a).div_ceil(ALIGNMENT) == bytes(b).div_ceil(ALIGNMENT)
 }
 
+/// The size a DataVolume was created with (its spec is immutable).
+pub fn created_size(dv: &Value) -> Option<Quantity> {
+    let spec = dv.get("spec")?;
+    let path = ["resources", "requests", "storage"];
+    quantity_at(spec.get("storage")?, &path).or_else(|| quantity_at(spec.get("pvc")?, &path))
+}
+
 /// A disk's size now, from its PVC's own fields (see the module documentation): the request
-/// less CDI's padding, at least the DataVolume's request. `None` without a PVC request.
-pub fn current_size(pvc: &Value, dv: Option<&Value>, vmi: Option<&Value>) -> Option<Quantity> {
+/// less CDI's padding; a volume that was not grown past the padding CDI adds for `created`
+/// (the size it was created with) has that size. `None` without a PVC request.
+///
+/// `created` can only raise the reading, and never above the request itself; growth always
+/// patches the request to `padded(fleet size)` whatever was read, so no value here can make a
+/// disk grow past what the fleet asks.
+pub fn current_size(
+    pvc: &Value,
+    created: Option<Quantity>,
+    vmi: Option<&Value>,
+) -> Option<Quantity> {
     let request = pvc
         .get("spec")
         .and_then(|s| quantity_at(s, &["resources", "requests", "storage"]))?;
-    let created = dv.and_then(|dv| {
-        let spec = dv.get("spec")?;
-        let path = ["resources", "requests", "storage"];
-        quantity_at(spec.get("storage")?, &path).or_else(|| quantity_at(spec.get("pvc")?, &path))
-    });
     let size = unpadded(request, overhead(pvc, vmi));
     Some(match created {
         // The padding of a volume created at `created`, or no padding at all: that size.
@@ -340,31 +351,34 @@ mod tests {
         // by hand (the volume is bigger: that is its size).
         let cdi = padded(q("20Gi"), six).to_string();
         assert_eq!(
-            current_size(&pvc(&cdi, "Filesystem"), Some(&dv), None),
+            current_size(&pvc(&cdi, "Filesystem"), created_size(&dv), None),
             Some(q("20Gi"))
         );
         assert_eq!(
-            current_size(&pvc("20Gi", "Filesystem"), Some(&dv), None),
+            current_size(&pvc("20Gi", "Filesystem"), created_size(&dv), None),
             Some(q("20Gi"))
         );
         assert_eq!(
-            current_size(&pvc("20Gi", "Block"), Some(&dv), None),
+            current_size(&pvc("20Gi", "Block"), created_size(&dv), None),
             Some(q("20Gi"))
         );
         let grown = padded(q("30Gi"), six).to_string();
         assert_eq!(
-            current_size(&pvc(&grown, "Filesystem"), Some(&dv), None),
+            current_size(&pvc(&grown, "Filesystem"), created_size(&dv), None),
             Some(q("30Gi"))
         );
         assert_eq!(
-            current_size(&pvc("40Gi", "Block"), Some(&dv), None),
+            current_size(&pvc("40Gi", "Block"), created_size(&dv), None),
             Some(q("40Gi"))
         );
         // The instance's overhead wins over CDI's default.
         let vmi = json!({"status": {"volumeStatus": [{"persistentVolumeClaimInfo":
             {"claimName": "d", "filesystemOverhead": "0.2"}}]}});
         let p = pvc("50Gi", "Filesystem");
-        assert_eq!(current_size(&p, Some(&dv), Some(&vmi)), Some(q("40Gi")));
+        assert_eq!(
+            current_size(&p, created_size(&dv), Some(&vmi)),
+            Some(q("40Gi"))
+        );
     }
 
     #[test]
