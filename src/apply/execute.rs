@@ -499,10 +499,32 @@ impl Executor<'_> {
         Some(m)
     }
 
+    /// Before an object is created (or a network attachment updated): it is not there without
+    /// the fleet's labels (server-side apply would take it over), as read now.
+    async fn not_taken(&self, step: &Step) -> Result<(), StepResult> {
+        let id = &step.target;
+        match self
+            .cluster
+            .get(LiveKind::from(id.kind), &id.namespace, &id.name)
+            .await
+        {
+            Ok(Some(o)) if !owned_by(&o, &self.plan.fleet) => Err(StepResult::failed(
+                step,
+                format!(
+                    "not created: {id} exists and is not managed by fleet `{}`",
+                    self.plan.fleet
+                ),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(call_failed(step, &e)),
+        }
+    }
+
     /// Before a VM is created: no volume its disks name exists without being this fleet's and
     /// this VM's (KubeVirt and CDI would adopt it), as read now.
     async fn volumes_free(&self, step: &Step, manifest: &Value) -> Result<(), StepResult> {
         let id = &step.target;
+        self.not_taken(step).await?;
         for name in disk_names(manifest) {
             let ns = &id.namespace;
             let read = async {
@@ -855,6 +877,9 @@ impl Executor<'_> {
 
     async fn write_nad(&self, step: &Step) -> StepResult {
         let id = &step.target;
+        if let Err(r) = self.not_taken(step).await {
+            return r;
+        }
         if let Err(r) = self.write(step, self.plan.writes.get(id).cloned()).await {
             return r;
         }

@@ -1208,3 +1208,69 @@ async fn finding_8_an_invalid_newer_commit_supersedes_nothing_and_a_valid_one_ta
     stop.send_replace(true);
     task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_4_a_vm_or_pvc_made_by_hand_between_plan_and_apply_is_not_taken_over() {
+    use wukong::apply::{self, Cluster, Options, Timeouts};
+    let env = Env::new("web").await;
+    let fleet = env.fleet(
+        "",
+        &format!(
+            "{}{}",
+            vm_doc("hx", &[("system", "1Gi")]),
+            vm_doc("hw", &[("system", "1Gi")])
+        ),
+    );
+    let (f, objects) = wukong::cli::load_and_render(&fleet, "r1").unwrap();
+    let live = wukong::live::read::read(&env.sim.client, &wukong::live::read::Scope::of(&f))
+        .await
+        .unwrap();
+    let plan = wukong::plan::plan(&f, &objects, &live, "r1");
+    assert_eq!(plan.summary().create, 2);
+    // After the plan, someone makes a VM `hx` and a PVC `hw-system` by hand.
+    let theirs = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "hx", "namespace": "web"},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {
+            "devices": {}, "memory": {"guest": "1Gi"}}}}}});
+    env.api(VM)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(theirs).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "hw-system", "namespace": "web"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "sim-shared",
+                 "resources": {"requests": {"storage": "5Gi"}}}});
+    env.api(PVC)
+        .create(&Default::default(), &serde_json::from_value(pvc).unwrap())
+        .await
+        .unwrap();
+    let vm_before = env.get(VM, "hx").unwrap();
+    let options = Options {
+        timeouts: Timeouts::all(std::time::Duration::from_secs(30)),
+        ..Options::default()
+    };
+    let report = apply::execute(&Cluster::new(env.sim.client.clone()), &plan, &options).await;
+    let details: Vec<(String, apply::Outcome, String)> = report
+        .steps
+        .iter()
+        .map(|r| (r.step.target.name.clone(), r.outcome, r.detail.clone()))
+        .collect();
+    assert_eq!(
+        details,
+        [
+            ("hw".to_owned(), apply::Outcome::Failed, "not created: PersistentVolumeClaim web/hw-system exists and is not managed by fleet `f13` (no ownership labels, not created for its DataVolume)".to_owned()),
+            ("hx".to_owned(), apply::Outcome::Failed, "not created: vms/web/hx exists and is not managed by fleet `f13`".to_owned()),
+        ]
+    );
+    assert!(env.get(VM, "hw").is_none());
+    let vm_after = env.get(VM, "hx").unwrap();
+    assert_eq!(
+        resource_version(&vm_after),
+        resource_version(&vm_before),
+        "not taken over"
+    );
+    assert!(!writes_to(&env, "virtualmachines") && !writes_to(&env, "persistentvolumeclaims"));
+}
