@@ -154,6 +154,8 @@ pub enum Error {
     SavedPlan(#[from] output::LoadError),
     #[error("the saved plan is out of date; make a new one with `wukong plan --out`:\n{}", .0.iter().take(20).map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Stale(Vec<String>),
+    #[error("the saved plan is not what its fleet allows now; nothing was applied (make a new one with `wukong plan --out`):\n{}", .0.iter().take(20).map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Overreach(Vec<String>),
     #[error(
         "stdin is not a terminal, so the plan cannot be confirmed; pass --auto-approve to apply without asking"
     )]

@@ -31,7 +31,8 @@ use crate::identity::{Kind, LABEL_SET, ObjectRef};
 use crate::live::{LiveKind, label, owned_by, quantity_at, str_at};
 use crate::plan::shape::{normalize, unplugging, without_nics};
 use crate::plan::view::live_view;
-use crate::plan::vm::{ANNOTATION_DISK_SIZE, take_back, unstored_updates};
+use crate::plan::vm::{take_back, unstored_updates};
+use crate::plan::volumes::{self, ANNOTATION_DISK_SIZE};
 use crate::plan::{Change, Class, Plan, Step, references};
 use crate::quantity::Quantity;
 
@@ -82,19 +83,62 @@ impl Timeouts {
     }
 }
 
-/// Asks a running apply to stop: steps in flight finish, no new one starts.
-#[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
+/// Asks a running apply to stop: steps in flight finish, no new one starts ([`request`]).
+/// [`supersede`] asks more: a newer revision is to be applied, so the steps in flight also stop
+/// waiting for their change to show (their writes, single API calls, are never cut short); the
+/// apply returns at once and the next plan, made from the cluster as it is, takes over. A
+/// restart that holds one of its set's `maxUnavailable` permits still waits for its instance:
+/// the next apply must not take the set below its availability.
+///
+/// [`request`]: StopSignal::request
+/// [`supersede`]: StopSignal::supersede
+#[derive(Debug, Clone)]
+pub struct StopSignal(Arc<Signals>);
+
+#[derive(Debug)]
+struct Signals {
+    stop: AtomicBool,
+    superseded: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for StopSignal {
+    fn default() -> Self {
+        StopSignal(Arc::new(Signals {
+            stop: AtomicBool::new(false),
+            superseded: tokio::sync::watch::channel(false).0,
+        }))
+    }
+}
 
 impl StopSignal {
     pub fn request(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.stop.store(true, Ordering::SeqCst);
     }
 
     pub fn requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.stop.load(Ordering::SeqCst)
+    }
+
+    /// Stop starting steps and stop waiting on those in flight.
+    pub fn supersede(&self) {
+        self.request();
+        self.0.superseded.send_replace(true);
+    }
+
+    pub fn superseded(&self) -> bool {
+        *self.0.superseded.borrow()
+    }
+
+    /// Resolves once [`StopSignal::supersede`] was called.
+    async fn wait_superseded(&self) {
+        let mut rx = self.0.superseded.subscribe();
+        // The sender lives as long as `self`: `wait_for` only ends by the value.
+        let _ = rx.wait_for(|s| *s).await;
     }
 }
+
+/// Why a step's verification was abandoned.
+const SUPERSEDED: &str = "written; not verified: a newer revision superseded this apply, and its plan starts from the cluster as it is";
 
 /// What the executor reports while it works (for progress displays and logs).
 #[derive(Debug)]
@@ -461,6 +505,59 @@ impl Executor<'_> {
         Some(m)
     }
 
+    /// Before an object is created (or a network attachment updated): it is not there without
+    /// the fleet's labels (server-side apply would take it over), as read now.
+    async fn not_taken(&self, step: &Step) -> Result<(), StepResult> {
+        let id = &step.target;
+        match self
+            .cluster
+            .get(LiveKind::from(id.kind), &id.namespace, &id.name)
+            .await
+        {
+            Ok(Some(o)) if !owned_by(&o, &self.plan.fleet) => Err(StepResult::failed(
+                step,
+                format!(
+                    "not created: {id} exists and is not managed by fleet `{}`",
+                    self.plan.fleet
+                ),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(call_failed(step, &e)),
+        }
+    }
+
+    /// Before a VM is created: no volume its disks name exists without being this fleet's and
+    /// this VM's (KubeVirt and CDI would adopt it), as read now.
+    async fn volumes_free(&self, step: &Step, manifest: &Value) -> Result<(), StepResult> {
+        let id = &step.target;
+        self.not_taken(step).await?;
+        for name in disk_names(manifest) {
+            let ns = &id.namespace;
+            let read = async {
+                let pvc = self
+                    .cluster
+                    .get(LiveKind::PersistentVolumeClaim, ns, &name)
+                    .await?;
+                let dv = self.cluster.get(LiveKind::DataVolume, ns, &name).await?;
+                Ok::<_, CallError>((pvc, dv))
+            };
+            let why = match read.await {
+                Ok((Some(pvc), dv)) => {
+                    volumes::claim_refusal(&pvc, dv.as_ref(), &self.plan.fleet, ns, &name, &id.name)
+                }
+                Ok((None, Some(dv))) => {
+                    volumes::data_volume_refusal(&dv, &self.plan.fleet, ns, &name, &id.name)
+                }
+                Ok((None, None)) => None,
+                Err(e) => return Err(call_failed(step, &e)),
+            };
+            if let Some(why) = why {
+                return Err(StepResult::failed(step, format!("not created: {why}")));
+            }
+        }
+        Ok(())
+    }
+
     async fn write(&self, step: &Step, manifest: Option<Value>) -> Result<(), StepResult> {
         let Some(m) = manifest else {
             return Err(StepResult::failed(
@@ -481,6 +578,11 @@ impl Executor<'_> {
         match step.change {
             Change::Create => {
                 let manifest = self.plan.writes.get(id).cloned();
+                if let Some(m) = &manifest
+                    && let Err(r) = self.volumes_free(step, m).await
+                {
+                    return r;
+                }
                 if let Err(r) = self.write(step, manifest).await {
                     return r;
                 }
@@ -661,12 +763,14 @@ impl Executor<'_> {
         let check = |o: &Observed| want.check(o);
         match self.wait(step, t, None, check).await {
             Ok(()) => StepResult::done(step, want.proof()),
+            Err(Wait::Superseded) => StepResult::skipped(step, SUPERSEDED),
             Err(Wait::Timeout(why)) => StepResult::failed(
                 step,
                 format!("not seen on the VM within {}s: {why}", t.as_secs()),
             ),
             Err(Wait::Failed(why)) if self.plan.restartable.contains(&step.target) => {
                 match self.restart(step).await {
+                    Err(r) if r.outcome == super::Outcome::Skipped => r,
                     Err(r) => StepResult::failed(
                         step,
                         format!("{why}; the fallback restart failed: {}", r.detail),
@@ -683,6 +787,7 @@ impl Executor<'_> {
                             step,
                             format!("{why}; restarted, and still not applied: {w}"),
                         ),
+                        Err(Wait::Superseded) => StepResult::skipped(step, SUPERSEDED),
                     },
                 }
             }
@@ -699,7 +804,7 @@ impl Executor<'_> {
     /// holding one of its set's unavailability permits meanwhile.
     async fn restart(&self, step: &Step) -> Result<String, StepResult> {
         let id = &step.target;
-        let _gate = match self.set_of(id).and_then(|s| self.gates.get(&s)) {
+        let gate = match self.set_of(id).and_then(|s| self.gates.get(&s)) {
             Some(gate) => Some(gate.acquire().await),
             None => None,
         };
@@ -717,11 +822,18 @@ impl Executor<'_> {
         };
         let old_uid = str_at(&old, &["metadata", "uid"]).map(str::to_owned);
         self.action(step, "virtualmachines", "restart").await?;
+        // A set member's restart holds its availability permit until its instance is back,
+        // even when the apply is superseded (see `StopSignal`).
         let v = self
-            .wait(step, self.options.timeouts.power, None, |o| {
-                verify::restarted(o.vm.as_ref(), o.vmi.as_ref(), old_uid.as_deref())
-            })
+            .wait_unless(
+                step,
+                self.options.timeouts.power,
+                None,
+                |o| verify::restarted(o.vm.as_ref(), o.vmi.as_ref(), old_uid.as_deref()),
+                gate.is_none(),
+            )
             .await;
+        drop(gate);
         match self.conclude(
             step,
             v,
@@ -732,56 +844,59 @@ impl Executor<'_> {
         }
     }
 
-    /// Grow a PVC (never the DataVolume): the request goes up by the growth the fleet asked
-    /// for (keeping any padding CDI added), the fleet's size is recorded in an annotation.
+    /// Grow a PVC (never the DataVolume) to the request a disk of the fleet's size needs
+    /// (`volumes::padded`: CDI's filesystem-overhead padding for Filesystem volumes), never
+    /// lowering it; the fleet's size is recorded in an annotation for people to read. The PVC
+    /// and its DataVolume are checked again, as read now, to be this fleet's and this VM's.
     async fn grow_disk(&self, step: &Step, manifest: Option<Value>) -> StepResult {
         let id = &step.target;
-        let (Some(item), Some(from), Some(to)) = (&step.item, &step.from, &step.to) else {
-            return StepResult::failed(step, "the step names no disk or sizes");
+        let (Some(item), Some(to)) = (&step.item, &step.to) else {
+            return StepResult::failed(step, "the step names no disk or size");
         };
-        let (Ok(from), Ok(to)) = (from.parse::<Quantity>(), to.parse::<Quantity>()) else {
-            return StepResult::failed(step, "the step's sizes are not quantities");
+        let Ok(to) = to.parse::<Quantity>() else {
+            return StepResult::failed(step, "the step's size is not a quantity");
         };
         let Some(claim) = manifest.as_ref().and_then(|m| claim_of(m, item)) else {
             return StepResult::failed(step, format!("disk {item} has no claim in the manifest"));
         };
-        let pvc = match self
-            .cluster
-            .get(LiveKind::PersistentVolumeClaim, &id.namespace, &claim)
-            .await
-        {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                return StepResult::failed(
-                    step,
-                    format!("PVC {}/{claim} does not exist", id.namespace),
-                );
+        let ns = &id.namespace;
+        let read = async {
+            let pvc = self
+                .cluster
+                .get(LiveKind::PersistentVolumeClaim, ns, &claim)
+                .await?;
+            let dv = self.cluster.get(LiveKind::DataVolume, ns, &claim).await?;
+            let vmi = self
+                .cluster
+                .get(LiveKind::VirtualMachineInstance, ns, &id.name)
+                .await?;
+            Ok::<_, CallError>((pvc, dv, vmi))
+        };
+        let (pvc, dv, vmi) = match read.await {
+            Ok((Some(pvc), dv, vmi)) => (pvc, dv, vmi),
+            Ok((None, ..)) => {
+                return StepResult::failed(step, format!("PVC {ns}/{claim} does not exist"));
             }
             Err(e) => return call_failed(step, &e),
         };
+        if let Some(why) =
+            volumes::claim_refusal(&pvc, dv.as_ref(), &self.plan.fleet, ns, &claim, &id.name)
+        {
+            return StepResult::failed(step, format!("not patched: {why}"));
+        }
+        let target = volumes::padded(to, volumes::overhead(&pvc, vmi.as_ref()));
         let requested = pvc
             .get("spec")
             .and_then(|s| quantity_at(s, &["resources", "requests", "storage"]));
-        let grown = match requested {
-            Some(r) => {
-                Quantity::from_millis(r.millis() + to.millis() - from.millis(), r.format()).max(to)
-            }
-            None => to,
-        };
         let mut patch =
             json!({"metadata": {"annotations": {ANNOTATION_DISK_SIZE: to.to_string()}}});
         // Never shrink: a PVC already at least this big only gets the annotation.
-        if requested.is_none_or(|r| grown > r) {
-            patch["spec"] = json!({"resources": {"requests": {"storage": grown.to_string()}}});
+        if requested.is_none_or(|r| target > r) {
+            patch["spec"] = json!({"resources": {"requests": {"storage": target.to_string()}}});
         }
         if let Err(e) = self
             .cluster
-            .merge_patch(
-                LiveKind::PersistentVolumeClaim,
-                &id.namespace,
-                &claim,
-                &patch,
-            )
+            .merge_patch(LiveKind::PersistentVolumeClaim, ns, &claim, &patch)
             .await
         {
             return call_failed(step, &e);
@@ -791,18 +906,26 @@ impl Executor<'_> {
         }
         let v = self
             .wait(step, self.options.timeouts.disk, Some(&claim), |o| {
-                verify::disk(o.pvc.as_ref(), o.vmi.as_ref(), &claim, to)
+                verify::disk(o.pvc.as_ref(), o.vmi.as_ref(), &claim, target)
             })
             .await;
+        let padding = if target == to {
+            String::new()
+        } else {
+            format!(" (request {target}: CDI's filesystem overhead on top)")
+        };
         self.conclude(
             step,
             v,
-            &format!("PVC {claim} has {to}; the VM sees the new capacity (the guest grows its filesystem itself)"),
+            &format!("PVC {claim} has {to}{padding}; the VM sees the new capacity (the guest grows its filesystem itself)"),
         )
     }
 
     async fn write_nad(&self, step: &Step) -> StepResult {
         let id = &step.target;
+        if let Err(r) = self.not_taken(step).await {
+            return r;
+        }
         if let Err(r) = self.write(step, self.plan.writes.get(id).cloned()).await {
             return r;
         }
@@ -863,8 +986,19 @@ impl Executor<'_> {
         }
         let uid = str_at(&object, &["metadata", "uid"]).map(str::to_owned);
         let mut kept = Vec::new();
-        if kind == LiveKind::VirtualMachine && !self.plan.prune_disks {
-            match self.release_disks(id, &object, uid.as_deref()).await {
+        if kind == LiveKind::VirtualMachine {
+            // With pruneDisks the VM's DataVolumes go with it, except one another VM uses
+            // (a disk shared by name, from before names were checked): it is kept too.
+            let keep = if self.plan.prune_disks {
+                self.shared_disks(id, &object).await
+            } else {
+                Ok(disk_names(&object))
+            };
+            let released = match keep {
+                Ok(keep) => self.release_disks(id, &keep, uid.as_deref()).await,
+                Err(e) => Err(e),
+            };
+            match released {
                 Ok(k) => kept = k,
                 Err(e) => return call_failed(step, &e),
             }
@@ -893,24 +1027,43 @@ impl Executor<'_> {
         self.conclude(step, v, &detail)
     }
 
-    /// Take the VM's ownerReference off its DataVolumes so that deleting the VM keeps them
-    /// (and their PVCs). Returns the DataVolumes kept.
+    /// The VM's DataVolumes that another VM in its namespace uses as a volume.
+    async fn shared_disks(&self, id: &ObjectRef, vm: &Value) -> Result<Vec<String>, CallError> {
+        let names = disk_names(vm);
+        if names.is_empty() {
+            return Ok(names);
+        }
+        let others = self.cluster.list_all(LiveKind::VirtualMachine).await?;
+        let used: std::collections::BTreeSet<&str> = others
+            .iter()
+            .filter(|o| {
+                str_at(o, &["metadata", "namespace"]) == Some(&id.namespace)
+                    && str_at(o, &["metadata", "name"]) != Some(&id.name)
+            })
+            .filter_map(|o| o.pointer("/spec/template/spec/volumes")?.as_array())
+            .flatten()
+            .filter_map(|v| {
+                str_at(v, &["dataVolume", "name"])
+                    .or_else(|| str_at(v, &["persistentVolumeClaim", "claimName"]))
+            })
+            .collect();
+        Ok(names
+            .into_iter()
+            .filter(|n| used.contains(n.as_str()))
+            .collect())
+    }
+
+    /// Take the VM's ownerReference off the DataVolumes `names` so that deleting the VM keeps
+    /// them (and their PVCs), recording the VM they belonged to: a kept disk is given back
+    /// only to a VM of that name (`volumes::ANNOTATION_KEPT_FROM`). Returns the DataVolumes
+    /// kept.
     async fn release_disks(
         &self,
         id: &ObjectRef,
-        vm: &Value,
+        names: &[String],
         uid: Option<&str>,
     ) -> Result<Vec<String>, CallError> {
-        let names: Vec<String> = vm
-            .pointer("/spec/dataVolumeTemplates")
-            .and_then(Value::as_array)
-            .map(|t| {
-                t.iter()
-                    .filter_map(|t| str_at(t, &["metadata", "name"]).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for name in &names {
+        for name in names {
             let Some(dv) = self
                 .cluster
                 .get(LiveKind::DataVolume, &id.namespace, name)
@@ -934,17 +1087,16 @@ impl Executor<'_> {
                 } else {
                     Value::Array(others)
                 };
+                let patch = json!({"metadata": {
+                    "ownerReferences": value,
+                    "annotations": {volumes::ANNOTATION_KEPT_FROM: id.name},
+                }});
                 self.cluster
-                    .merge_patch(
-                        LiveKind::DataVolume,
-                        &id.namespace,
-                        name,
-                        &json!({"metadata": {"ownerReferences": value}}),
-                    )
+                    .merge_patch(LiveKind::DataVolume, &id.namespace, name, &patch)
                     .await?;
             }
         }
-        Ok(names)
+        Ok(names.to_vec())
     }
 
     async fn action(&self, step: &Step, resource: &str, action: &str) -> Result<(), StepResult> {
@@ -998,7 +1150,8 @@ impl Executor<'_> {
         Ok(Observed { vm, vmi, pvc })
     }
 
-    /// Poll until `check` says done or failed, or the timeout passes.
+    /// Poll until `check` says done or failed, or the timeout passes, or the apply is
+    /// superseded.
     async fn wait(
         &self,
         step: &Step,
@@ -1006,10 +1159,26 @@ impl Executor<'_> {
         claim: Option<&str>,
         check: impl Fn(&Observed) -> Verdict,
     ) -> Result<(), Wait> {
+        self.wait_unless(step, timeout, claim, check, true).await
+    }
+
+    /// [`Executor::wait`]; `cancellable`: give up when the apply is superseded.
+    async fn wait_unless(
+        &self,
+        step: &Step,
+        timeout: Duration,
+        claim: Option<&str>,
+        check: impl Fn(&Observed) -> Verdict,
+        cancellable: bool,
+    ) -> Result<(), Wait> {
+        let superseded = || cancellable && self.options.stop.superseded();
         let deadline = Instant::now() + timeout;
         let mut last = String::from("nothing read yet");
         let mut interval = self.options.poll;
         loop {
+            if superseded() {
+                return Err(Wait::Superseded);
+            }
             match self.observe(&step.target, claim).await {
                 Ok(o) => match check(&o) {
                     Verdict::Done => return Ok(()),
@@ -1026,7 +1195,14 @@ impl Executor<'_> {
             if Instant::now() >= deadline {
                 return Err(Wait::Timeout(last));
             }
-            tokio::time::sleep(interval).await;
+            if cancellable {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = self.options.stop.wait_superseded() => return Err(Wait::Superseded),
+                }
+            } else {
+                tokio::time::sleep(interval).await;
+            }
             interval = (interval * 2).min(MAX_POLL).max(self.options.poll);
         }
     }
@@ -1036,6 +1212,7 @@ impl Executor<'_> {
             Ok(()) => StepResult::done(step, proof),
             Err(Wait::Failed(why)) => StepResult::failed(step, why),
             Err(Wait::Timeout(why)) => StepResult::failed(step, format!("timed out: {why}")),
+            Err(Wait::Superseded) => StepResult::skipped(step, SUPERSEDED),
         }
     }
 }
@@ -1043,6 +1220,8 @@ impl Executor<'_> {
 enum Wait {
     Failed(String),
     Timeout(String),
+    /// The apply was superseded by a newer revision: stopped waiting.
+    Superseded,
 }
 
 fn call_failed(step: &Step, e: &CallError) -> StepResult {
@@ -1125,6 +1304,18 @@ fn hotplug_target(step: &Step, manifest: &Value) -> Option<Want> {
         Change::NicDetach => step.item.clone().map(Want::Detached),
         _ => None,
     }
+}
+
+/// The names of a VM's DataVolume templates.
+fn disk_names(vm: &Value) -> Vec<String> {
+    vm.pointer("/spec/dataVolumeTemplates")
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| str_at(t, &["metadata", "name"]).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The claim behind a disk: its DataVolume's or PVC's name.

@@ -1,7 +1,7 @@
 //! `wukong apply`: plan (or load a saved plan), show it, ask, carry it out with progress on
 //! the terminal, report per VM.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::{ClusterArgs, EXIT_ERROR, EXIT_OK, Error, load_and_render};
 use crate::apply::report::what;
 use crate::apply::{self, Cluster, Event, Options, Report, StopSignal, Timeouts};
-use crate::live::{self, LiveState};
+use crate::live;
 use crate::plan::{self, Plan, output};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -55,7 +55,13 @@ pub(super) enum Source {
         objects: Vec<crate::render::Rendered>,
         revision: String,
     },
-    Saved(Box<Plan>),
+    /// A plan saved by `wukong plan --out`, with the fleet it was made from (read again):
+    /// the plan is applied only if it is what that fleet gives for the cluster now.
+    Saved {
+        plan: Box<Plan>,
+        fleet: Box<crate::fleet::Fleet>,
+        objects: Vec<crate::render::Rendered>,
+    },
 }
 
 fn is_saved_plan(path: &Path) -> bool {
@@ -78,8 +84,13 @@ pub fn run(a: ApplyArgs) -> Result<u8, Error> {
             )]));
         }
         let raw: Value = serde_json::from_str(&text).unwrap_or_default();
-        check_source(&raw)?;
-        Source::Saved(Box::new(plan))
+        let fleet_path = check_source(&raw)?;
+        let (fleet, objects) = load_and_render(&fleet_path, &plan.revision)?;
+        Source::Saved {
+            plan: Box::new(plan),
+            fleet: Box::new(fleet),
+            objects,
+        }
     } else {
         let revision = a.revision.clone().unwrap_or_else(|| "local".into());
         let (fleet, objects) = load_and_render(&a.path, &revision)?;
@@ -143,13 +154,25 @@ pub(super) async fn apply_source(
                 apply::dry_run::check(cluster, &mut plan, &live, &mut Default::default()).await;
                 plan
             }
-            Source::Saved(plan) => {
-                let live = read_for(cluster, plan).await?;
+            Source::Saved {
+                plan,
+                fleet,
+                objects,
+            } => {
+                let live =
+                    live::read::read(cluster.client(), &live::read::Scope::of(fleet)).await?;
                 let why = apply::stale(plan, &live);
                 if !why.is_empty() {
                     return Err(Error::Stale(why));
                 }
-                (**plan).clone()
+                // Permissions (classes, restartable VMs, limits) come from the fleet, not
+                // from the file: the plan is carried out only if it is the fleet's.
+                let derived = plan::plan(fleet, objects, &live, &plan.revision);
+                let why = apply::overreach(plan, &derived);
+                if !why.is_empty() {
+                    return Err(Error::Overreach(why));
+                }
+                derived
             }
         };
         if round == 1 {
@@ -205,37 +228,33 @@ fn print_json(plan: &Plan, reports: &[Report]) {
     println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
 
-/// A saved plan records the fleet it was made from and a digest of its files; refuse it when
-/// those files changed since.
-fn check_source(raw: &Value) -> Result<(), Error> {
+/// A saved plan records the fleet it was made from and a digest of its files. That fleet is
+/// read again to decide what the plan may do, so a plan without it, or whose fleet is gone or
+/// changed since, is refused. Returns the fleet's path.
+fn check_source(raw: &Value) -> Result<PathBuf, Error> {
     let (Some(path), Some(digest)) = (
         raw.pointer("/source/path").and_then(Value::as_str),
         raw.pointer("/source/digest").and_then(Value::as_str),
     ) else {
-        return Ok(());
+        return Err(Error::Stale(vec![
+            "the plan does not name the fleet it was made from (`source`), so what it may change cannot be checked".into(),
+        ]));
     };
-    let path = Path::new(path);
+    let path = PathBuf::from(path);
     if !path.exists() {
-        return Ok(());
+        return Err(Error::Stale(vec![format!(
+            "the fleet the plan was made from, {}, is not there, so what the plan may change cannot be checked",
+            path.display()
+        )]));
     }
-    let now = super::fleet_digest(path)?;
+    let now = super::fleet_digest(&path)?;
     if now != digest {
         return Err(Error::Stale(vec![format!(
             "the fleet at {} changed since the plan was made",
             path.display()
         )]));
     }
-    Ok(())
-}
-
-/// The live state of the namespaces a saved plan touches.
-async fn read_for(cluster: &Cluster, plan: &Plan) -> Result<LiveState, Error> {
-    let namespaces: BTreeSet<String> = plan
-        .steps
-        .iter()
-        .map(|s| s.target.namespace.clone())
-        .collect();
-    Ok(live::read::read(cluster.client(), &live::read::Scope::Namespaces(namespaces)).await?)
+    Ok(path)
 }
 
 fn confirm() -> Result<bool, Error> {

@@ -89,8 +89,9 @@ pub fn run(a: DemoArgs) -> Result<u8, Error> {
     })
 }
 
-/// What a real cluster would already have: the fleet's namespaces and its default storage
-/// class (expandable). Said out loud, since Wukong itself creates neither.
+/// What a real cluster would already have: the fleet's namespaces, its default storage class
+/// (expandable) and the network attachments its VMs name with `nadName`. Said out loud, since
+/// Wukong itself creates none of them (and plans a VM that needs a missing one as blocked).
 async fn prepare(
     client: &kube::Client,
     fleet: &crate::fleet::Fleet,
@@ -129,6 +130,41 @@ async fn prepare(
         });
         if create(&sc_api, class).await? {
             made.push(format!("storage class {sc} (expandable)"));
+        }
+    }
+    let nad_api = |ns: &str| -> Api<DynamicObject> {
+        Api::namespaced_with(
+            client.clone(),
+            ns,
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
+                "network-attachment-definitions",
+            ),
+        )
+    };
+    let existing: BTreeSet<(String, String)> = fleet
+        .vms
+        .values()
+        .flat_map(|vm| {
+            vm.spec.networks.iter().filter_map(|n| match &n.attachment {
+                crate::fleet::Attachment::Existing(name) => {
+                    let (ns, name) = name.split_once('/').unwrap_or((&vm.namespace, name));
+                    Some((ns.to_owned(), name.to_owned()))
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    for (ns, name) in existing {
+        let config =
+            json!({"cniVersion": "0.3.1", "name": name, "type": "bridge", "bridge": "br0"});
+        let nad = json!({
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"config": config.to_string()},
+        });
+        if create(&nad_api(&ns), nad).await? {
+            made.push(format!("network attachment {ns}/{name}"));
         }
     }
     if !made.is_empty() {
@@ -195,10 +231,16 @@ async fn vm_table(client: &kube::Client) -> Result<String, Error> {
                 vols.iter()
                     .filter_map(|v| str_at(v, &["dataVolume", "name"]))
                     .map(|claim| {
+                        // The disk's size: its PVC less CDI's filesystem overhead.
                         let size = live
                             .pvc(&id.namespace, claim)
-                            .and_then(|p| str_at(p, &["status", "capacity", "storage"]))
-                            .unwrap_or("-");
+                            .and_then(|p| {
+                                let created = live
+                                    .data_volume(&id.namespace, claim)
+                                    .and_then(crate::plan::volumes::created_size);
+                                crate::plan::volumes::current_size(p, created, vmi)
+                            })
+                            .map_or_else(|| "-".to_owned(), |q| q.to_string());
                         format!("{claim}={size}")
                     })
                     .collect()

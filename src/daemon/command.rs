@@ -420,7 +420,11 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
             },
             stopped.clone(),
             leader,
-        );
+        )
+        .reporting(run::Shared {
+            status: Arc::clone(&status),
+            metrics: Arc::clone(&metrics),
+        });
         let pipeline = if args.watch {
             pipeline
         } else {

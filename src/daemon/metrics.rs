@@ -9,6 +9,8 @@
 //! | `wukong_last_successful_sync_timestamp_seconds` | gauge | Unix time of the last good reconcile |
 //! | `wukong_git_fetch_errors_total` | counter | |
 //! | `wukong_revision_info` | gauge (always 1) | `revision` in force |
+//! | `wukong_reconcile_in_progress` | gauge | 1 while a reconcile runs |
+//! | `wukong_steps_in_progress` | gauge | steps started and not finished |
 //!
 //! Owns the registry; depends on nothing else in the crate.
 
@@ -38,6 +40,8 @@ pub enum ReconcileResult {
     Failed,
     /// The revision is invalid (validation or rendering) and was not applied.
     Rejected,
+    /// A newer revision arrived: this reconcile stopped waiting on its steps and gave way.
+    Superseded,
 }
 
 impl ReconcileResult {
@@ -46,6 +50,7 @@ impl ReconcileResult {
             ReconcileResult::Success => "success",
             ReconcileResult::Failed => "failed",
             ReconcileResult::Rejected => "rejected",
+            ReconcileResult::Superseded => "superseded",
         }
     }
 }
@@ -82,6 +87,8 @@ pub struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     fetch_errors: Counter,
     revision: Family<RevisionLabels, Gauge>,
+    reconciling: Gauge,
+    in_progress: Gauge,
 }
 
 impl Default for Metrics {
@@ -101,6 +108,8 @@ impl Metrics {
         let last_success = Gauge::<f64, AtomicU64>::default();
         let fetch_errors = Counter::default();
         let revision = Family::<RevisionLabels, Gauge>::default();
+        let reconciling = Gauge::default();
+        let in_progress = Gauge::default();
         registry.register(
             "reconciles",
             "Reconciles, by how they ended",
@@ -138,7 +147,19 @@ impl Metrics {
             "The Git revision in force (value always 1)",
             revision.clone(),
         );
+        registry.register(
+            "reconcile_in_progress",
+            "1 while a reconcile runs",
+            reconciling.clone(),
+        );
+        registry.register(
+            "steps_in_progress",
+            "Plan steps started and not finished (a long-waiting one shows here)",
+            in_progress.clone(),
+        );
         Metrics {
+            reconciling,
+            in_progress,
             registry,
             reconciles,
             durations,
@@ -197,6 +218,17 @@ impl Metrics {
             .set(1);
     }
 
+    /// Whether a reconcile runs now.
+    pub fn set_reconciling(&self, running: bool) {
+        self.reconciling.set(i64::from(running));
+    }
+
+    /// How many steps are started and not finished.
+    pub fn set_in_progress(&self, steps: usize) {
+        self.in_progress
+            .set(i64::try_from(steps).unwrap_or(i64::MAX));
+    }
+
     /// The OpenMetrics text exposition of every metric ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -221,6 +253,8 @@ mod tests {
         m.fetch_failed();
         m.set_revision("aaa");
         m.set_revision("bbb");
+        m.set_reconciling(true);
+        m.set_in_progress(2);
         let text = m.encode();
         for line in [
             "wukong_reconciles_total{result=\"success\"} 1",
@@ -231,6 +265,8 @@ mod tests {
             "wukong_last_successful_sync_timestamp_seconds 1700000000.0",
             "wukong_git_fetch_errors_total 1",
             "wukong_revision_info{revision=\"bbb\"} 1",
+            "wukong_reconcile_in_progress 1",
+            "wukong_steps_in_progress 2",
             "# EOF",
         ] {
             assert!(

@@ -31,8 +31,8 @@ use crate::render::Rendered;
 use crate::source;
 
 use super::events::Recorder;
-use super::run::{Outcome, ReconcileError, Reconciler};
-use super::status;
+use super::run::{Outcome, ReconcileError, Reconciler, Shared};
+use super::status::{self, StepInProgress};
 
 /// How long a reconcile waits for its Events to be written before it reports.
 const EVENTS_FLUSH: Duration = Duration::from_secs(10);
@@ -65,6 +65,10 @@ pub struct Pipeline {
     /// the checkout's root is the repository the fleet may not leave. `None`: a plain
     /// directory, whose Git working tree (if any) is found by [`source::Repository::open`].
     checkout_subdir: Option<PathBuf>,
+    /// Where steps in progress are shown (`/status`, `/metrics`), if anywhere.
+    shared: Option<Shared>,
+    /// The reconcile in flight: whether it was superseded, and the stop signal of its apply.
+    current: std::sync::Mutex<(bool, Option<StopSignal>)>,
 }
 
 impl Pipeline {
@@ -82,6 +86,8 @@ impl Pipeline {
             client: OnceCell::new(),
             dry_runs: tokio::sync::Mutex::new(plan::dry_run::Cache::default()),
             checkout_subdir: None,
+            shared: None,
+            current: std::sync::Mutex::new((false, None)),
         }
     }
 
@@ -105,6 +111,18 @@ impl Pipeline {
                 source::Repository::open_within(fleet_root, checkout)
             }
         }
+    }
+
+    /// Show the steps in progress in `shared`'s status and metrics.
+    pub fn reporting(mut self, shared: Shared) -> Pipeline {
+        self.shared = Some(shared);
+        self
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, (bool, Option<StopSignal>)> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A pipeline that only plans (no shutdown or leader to watch).
@@ -191,20 +209,43 @@ impl Pipeline {
             .then(|| Recorder::start(cluster.clone(), self.settings.instance.clone()));
         let sender = events.as_ref().map(Recorder::sender);
         let revision = plan.revision.clone();
+        let shared = self.shared.clone();
         let progress: apply::Progress = Arc::new(move |event: &Event<'_>| match event {
-            Event::Started(step) => tracing::info!(
-                object = %step.target,
-                step = %what(step),
-                class = step.class.as_str(),
-                "step started"
-            ),
-            Event::Waiting(step, why) => tracing::debug!(
-                object = %step.target,
-                step = %what(step),
-                waiting_for = %why,
-                "step waiting"
-            ),
+            Event::Started(step) => {
+                tracing::info!(
+                    object = %step.target,
+                    step = %what(step),
+                    class = step.class.as_str(),
+                    "step started"
+                );
+                show_progress(shared.as_ref(), |steps| {
+                    steps.push(StepInProgress {
+                        object: step.target.to_string(),
+                        change: step.change.as_str().to_owned(),
+                        class: step.class.as_str().to_owned(),
+                        item: step.item.clone(),
+                        started_at: status::now_rfc3339(),
+                        waiting_for: None,
+                    });
+                });
+            }
+            Event::Waiting(step, why) => {
+                tracing::debug!(
+                    object = %step.target,
+                    step = %what(step),
+                    waiting_for = %why,
+                    "step waiting"
+                );
+                show_progress(shared.as_ref(), |steps| {
+                    if let Some(s) = steps.iter_mut().find(|s| is(s, step)) {
+                        s.waiting_for = Some((*why).to_owned());
+                    }
+                });
+            }
             Event::Finished(result) => {
+                show_progress(shared.as_ref(), |steps| {
+                    steps.retain(|s| !is(s, &result.step));
+                });
                 macro_rules! finished {
                     ($level:ident) => {
                         tracing::$level!(
@@ -231,6 +272,13 @@ impl Pipeline {
             }
         });
         let (stop, guard) = self.stop_signal();
+        {
+            let mut current = self.current();
+            if current.0 {
+                stop.supersede();
+            }
+            current.1 = Some(stop.clone());
+        }
         let options = apply::Options {
             max_parallel: self.settings.max_parallel,
             timeouts: self.settings.timeouts,
@@ -239,6 +287,7 @@ impl Pipeline {
             ..apply::Options::default()
         };
         let report = apply::execute(cluster, plan, &options).await;
+        self.current().1 = None;
         // The progress closure holds a sender of the Events: drop it so the Event writer ends.
         drop(options);
         guard.abort();
@@ -296,6 +345,26 @@ impl Pipeline {
     }
 }
 
+/// Change the steps in progress shown in `/status` and `/metrics`.
+fn show_progress(shared: Option<&Shared>, change: impl FnOnce(&mut Vec<StepInProgress>)) {
+    let Some(shared) = shared else {
+        return;
+    };
+    let mut status = shared
+        .status
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    change(&mut status.in_progress);
+    shared.metrics.set_in_progress(status.in_progress.len());
+}
+
+/// Whether a step in progress is `step`.
+fn is(shown: &StepInProgress, step: &plan::Step) -> bool {
+    shown.object == step.target.to_string()
+        && shown.change == step.change.as_str()
+        && shown.item == step.item
+}
+
 /// VMs with any step left: live state that differs from the fleet.
 fn drift(plan: &Plan) -> usize {
     plan.steps
@@ -340,12 +409,31 @@ fn apply_json(reports: &[Report]) -> Option<Value> {
 }
 
 impl Reconciler for Pipeline {
+    async fn check(&self, fleet_root: &Path, revision: &str) -> Result<(), ReconcileError> {
+        let root = fleet_root.to_owned();
+        let rev = revision.to_owned();
+        tokio::task::spawn_blocking(move || crate::cli::load_and_render(&root, &rev))
+            .await
+            .map_err(|e| ReconcileError::Failed(format!("the render task failed: {e}")))?
+            .map(drop)
+            .map_err(|e| ReconcileError::Rejected(e.to_string()))
+    }
+
+    fn supersede(&self) {
+        let mut current = self.current();
+        current.0 = true;
+        if let Some(stop) = &current.1 {
+            stop.supersede();
+        }
+    }
+
     async fn reconcile(
         &self,
         fleet_root: &Path,
         revision: &str,
         apply: bool,
     ) -> Result<Outcome, ReconcileError> {
+        *self.current() = (false, None);
         let (fleet, objects) = self.load(fleet_root, revision).await?;
         let client = self.client().await?;
         let mut live = self
@@ -363,14 +451,17 @@ impl Reconciler for Pipeline {
         if writes {
             let cluster = Cluster::new(client.clone());
             for round in 1..=apply::MAX_ROUNDS {
-                if !plan.has_changes() {
+                if !plan.has_changes() || self.current().0 {
                     break;
                 }
                 if round > 1 {
                     tracing::info!(round, "re-planning after a conflict");
                 }
                 let report = self.execute(&cluster, &plan).await;
-                let again = report.conflicted() && !report.interrupted && round < apply::MAX_ROUNDS;
+                let again = report.conflicted()
+                    && !report.interrupted
+                    && round < apply::MAX_ROUNDS
+                    && !self.current().0;
                 reports.push(report);
                 match self.read(&client, &fleet).await {
                     Ok(after) => {

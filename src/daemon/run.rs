@@ -6,6 +6,14 @@
 //! The loop never decides what to change: the [`Reconciler`] (render → read live → plan →
 //! apply) does, so the executor plugs in without touching this module. Shutdown is checked
 //! between reconciles only: a reconcile in flight finishes, no new one starts.
+//!
+//! A reconcile can last long (a VM that takes its time to come up, a stuck migration waiting
+//! for its timeout), so while one runs the loop keeps polling and taking webhooks. A newer
+//! revision that validates supersedes it (issue #13, finding 8): the reconcile in flight starts
+//! no new step and stops waiting on those in flight (their writes finish; a set's restart
+//! still waits for its instance, to keep the set's availability), and the newer revision is
+//! reconciled at once, planned from the cluster as it is. An invalid newer revision supersedes
+//! nothing. `/status` shows the reconcile and the steps in progress meanwhile.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -20,7 +28,7 @@ use super::Trigger;
 use super::git::{self, Checkout};
 use super::metrics::{Metrics, ReconcileResult};
 use super::schedule::{self, SplitMix64};
-use super::status::{self, ErrorRecord, SetState, SharedStatus, SyncRecord, VmState};
+use super::status::{self, ErrorRecord, Reconciling, SetState, SharedStatus, SyncRecord, VmState};
 
 /// How long the loop waits for one fetch: far above a fetch of a fleet repository over a slow
 /// link, short enough that a hung connection does not stall the daemon for long. The fetch
@@ -72,6 +80,22 @@ pub trait Reconciler: Send + Sync + 'static {
         revision: &str,
         apply: bool,
     ) -> impl Future<Output = Result<Outcome, ReconcileError>> + Send;
+
+    /// Check a revision without touching the cluster (load, validate, render): `Rejected` when
+    /// it is invalid. The loop checks a newer revision that arrives during a reconcile before
+    /// it lets it supersede the one in flight.
+    fn check(
+        &self,
+        fleet_root: &Path,
+        revision: &str,
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send {
+        let _ = (fleet_root, revision);
+        async { Ok(()) }
+    }
+
+    /// A newer valid revision is waiting: the reconcile in flight should end soon, starting
+    /// no new step and no longer waiting on those in flight (their writes finish).
+    fn supersede(&self) {}
 }
 
 /// Where the fleet comes from.
@@ -120,6 +144,9 @@ struct Loop<R> {
     /// Reconciles run since the start.
     reconciles: u64,
     rng: SplitMix64,
+    triggers: mpsc::Receiver<Trigger>,
+    /// A trigger that came during a reconcile and is acted on after it (drift, election).
+    deferred: Option<Trigger>,
 }
 
 /// Run until `shutdown` turns true. Reconciles at once on start (the first fetch), then on
@@ -129,7 +156,7 @@ pub async fn run<R: Reconciler>(
     reconciler: R,
     options: Options,
     shared: Shared,
-    mut triggers: mpsc::Receiver<Trigger>,
+    triggers: mpsc::Receiver<Trigger>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let in_force = match &origin {
@@ -159,15 +186,19 @@ pub async fn run<R: Reconciler>(
         reconciles: 0,
         rng,
         options,
+        triggers,
+        deferred: None,
     };
     let now = tokio::time::Instant::now();
     let mut next_fetch = now;
     let mut next_drift = now + state.options.drift_interval;
     loop {
+        let deferred = state.deferred.take();
         let trigger = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break,
-            Some(t) = triggers.recv() => t,
+            Some(t) = std::future::ready(deferred), if deferred.is_some() => t,
+            Some(t) = state.triggers.recv() => t,
             () = tokio::time::sleep_until(next_fetch) => Trigger::Interval,
             () = tokio::time::sleep_until(next_drift) => Trigger::Drift,
         };
@@ -298,29 +329,78 @@ impl<R: Reconciler> Loop<R> {
         )
     }
 
-    /// Run the reconciler on `checkout` and record the result.
+    /// Run the reconciler on `checkout`, then on every newer valid revision that superseded
+    /// it, and record each result.
     async fn reconcile(&mut self, checkout: &Checkout) {
+        let mut next = self.reconcile_once(checkout).await;
+        while let Some(newer) = next {
+            tracing::info!(revision = %newer.revision, "new revision");
+            next = self.reconcile_once(&newer).await;
+        }
+    }
+
+    /// Run the reconciler on `checkout` while watching for a newer revision; record the result.
+    /// Returns the newer revision that superseded it, if one did.
+    async fn reconcile_once(&mut self, checkout: &Checkout) -> Option<Checkout> {
         let span = tracing::info_span!("reconcile", revision = %checkout.revision);
         self.reconciles += 1;
         let started = Instant::now();
-        let result = self
+        {
+            let mut status = self
+                .shared
+                .status
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            status.reconciling = Some(Reconciling {
+                revision: checkout.revision.clone(),
+                started_at: status::now_rfc3339(),
+                superseded_by: None,
+            });
+        }
+        self.shared.metrics.set_reconciling(true);
+        let work = self
             .reconciler
             .reconcile(
                 &checkout.fleet_root,
                 &checkout.revision,
                 !self.options.plan_only,
             )
-            .instrument(span)
-            .await;
+            .instrument(span);
+        let watch = Watch {
+            origin: &self.origin,
+            reconciler: &self.reconciler,
+            triggers: &mut self.triggers,
+            deferred: &mut self.deferred,
+            options: &self.options,
+            rng: &mut self.rng,
+            shared: &self.shared,
+            current: &checkout.revision,
+            rejected: self.rejected.as_deref(),
+        };
+        let (result, newer, rejected) = watch.run(work).await;
+        if rejected.is_some() {
+            self.rejected = rejected;
+        }
         let duration = started.elapsed();
+        let superseded = newer.is_some() && !matches!(result, Err(ReconcileError::Rejected(_)));
         let kind = match &result {
+            _ if superseded => ReconcileResult::Superseded,
             Ok(o) if o.error.is_some() => ReconcileResult::Failed,
             Ok(_) => ReconcileResult::Success,
             Err(ReconcileError::Rejected(_)) => ReconcileResult::Rejected,
             Err(ReconcileError::Failed(_)) => ReconcileResult::Failed,
         };
         self.shared.metrics.reconcile_finished(kind, duration);
+        self.shared.metrics.set_reconciling(false);
+        self.shared.metrics.set_in_progress(0);
         match &result {
+            // A superseded revision is not accepted: the newer one is about to be (and
+            // accepting would prune its checkout).
+            _ if superseded => {
+                if let Some(n) = &newer {
+                    tracing::info!(revision = %checkout.revision, newer = %n.revision, "superseded by a newer revision");
+                }
+            }
             Ok(_) | Err(ReconcileError::Failed(_)) => self.accept(checkout),
             Err(ReconcileError::Rejected(message)) => {
                 tracing::warn!(revision = %checkout.revision, error = %message, "revision rejected; the last good revision stays in force");
@@ -336,6 +416,7 @@ impl<R: Reconciler> Loop<R> {
             error: Some(message),
             ..
         }) = &result
+            && !superseded
         {
             tracing::warn!(revision = %checkout.revision, error = %message, "apply incomplete");
             self.record_error("apply", Some(&checkout.revision), message.clone());
@@ -345,6 +426,11 @@ impl<R: Reconciler> Loop<R> {
             .status
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        status.reconciling = None;
+        status.in_progress.clear();
+        if let Some(n) = &newer {
+            status.revision = Some(n.revision.clone());
+        }
         status.last_sync = Some(SyncRecord {
             revision: Some(checkout.revision.clone()),
             at: status::now_rfc3339(),
@@ -366,6 +452,7 @@ impl<R: Reconciler> Loop<R> {
             status.vms = outcome.vms;
             status.sets = outcome.sets;
         }
+        newer
     }
 
     /// `checkout` is now the revision in force. The last rejected revision stays remembered:
@@ -391,6 +478,177 @@ impl<R: Reconciler> Loop<R> {
         }
         self.in_force = Some(checkout.clone());
         self.in_force_reconciled = true;
+    }
+}
+
+/// What a look for a newer revision found while a reconcile runs.
+enum Probe {
+    /// Nothing new (the same revision, or one already rejected).
+    Nothing,
+    Newer(Checkout),
+    FetchFailed(String),
+    Rejected {
+        revision: String,
+        message: String,
+    },
+}
+
+/// Watching for a newer revision while a reconcile runs: polls on the interval and on
+/// webhooks and local changes; a newer revision that validates supersedes the reconcile.
+struct Watch<'a, R> {
+    origin: &'a Origin,
+    reconciler: &'a R,
+    triggers: &'a mut mpsc::Receiver<Trigger>,
+    deferred: &'a mut Option<Trigger>,
+    options: &'a Options,
+    rng: &'a mut SplitMix64,
+    shared: &'a Shared,
+    /// The revision being reconciled.
+    current: &'a str,
+    rejected: Option<&'a str>,
+}
+
+impl<R: Reconciler> Watch<'_, R> {
+    /// Drive `work` (the reconcile) to its end; meanwhile look for a newer revision, recording
+    /// fetch errors and rejected revisions as they come. Returns the reconcile's result, the
+    /// newer revision that superseded it, and the last revision rejected meanwhile.
+    async fn run(
+        self,
+        work: impl Future<Output = Result<Outcome, ReconcileError>>,
+    ) -> (
+        Result<Outcome, ReconcileError>,
+        Option<Checkout>,
+        Option<String>,
+    ) {
+        let Watch {
+            origin,
+            reconciler,
+            triggers,
+            deferred,
+            options,
+            rng,
+            shared,
+            current,
+            rejected,
+        } = self;
+        tokio::pin!(work);
+        let git = matches!(origin, Origin::Git(_));
+        let mut rejected: Option<String> = rejected.map(str::to_owned);
+        let mut rejected_now = None;
+        let mut newer: Option<Checkout> = None;
+        let record = |stage: &str, revision: Option<&str>, message: String| {
+            let mut status = shared
+                .status
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            status.push_error(ErrorRecord {
+                at: status::now_rfc3339(),
+                stage: stage.to_owned(),
+                revision: revision.map(str::to_owned),
+                message,
+            });
+        };
+        let mut probing: Option<std::pin::Pin<Box<dyn Future<Output = Probe> + Send + '_>>> = None;
+        let mut next_poll =
+            tokio::time::Instant::now() + schedule::next_poll(options.interval, 0, rng);
+        let result = loop {
+            let idle = probing.is_none() && newer.is_none();
+            tokio::select! {
+                biased;
+                r = &mut work => break r,
+                p = async {
+                    match probing.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if probing.is_some() => {
+                    probing = None;
+                    match p {
+                        Probe::Nothing => {}
+                        Probe::FetchFailed(message) => {
+                            shared.metrics.fetch_failed();
+                            tracing::warn!(error = %message, "fetch failed");
+                            record("git", None, message);
+                        }
+                        Probe::Rejected { revision, message } => {
+                            tracing::warn!(%revision, error = %message, "newer revision rejected; it supersedes nothing");
+                            record("validate", Some(&revision), message);
+                            shared.status.write().unwrap_or_else(PoisonError::into_inner).revision =
+                                Some(revision.clone());
+                            rejected = Some(revision.clone());
+                            rejected_now = Some(revision);
+                        }
+                        Probe::Newer(c) => {
+                            tracing::info!(revision = %c.revision, superseded = %current, "a newer revision supersedes the reconcile in flight");
+                            if let Some(r) = shared
+                                .status
+                                .write()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .reconciling
+                                .as_mut()
+                            {
+                                r.superseded_by = Some(c.revision.clone());
+                            }
+                            reconciler.supersede();
+                            newer = Some(c);
+                        }
+                    }
+                }
+                Some(t) = triggers.recv(), if idle => match t {
+                    Trigger::Interval | Trigger::Webhook if git => {
+                        probing = Some(Box::pin(probe(origin, reconciler, options.fetch_timeout, current, rejected.clone())));
+                    }
+                    Trigger::LocalChange if !git => {
+                        probing = Some(Box::pin(probe(origin, reconciler, options.fetch_timeout, current, rejected.clone())));
+                    }
+                    Trigger::Elected => *deferred = Some(Trigger::Elected),
+                    Trigger::Drift if deferred.is_none() => *deferred = Some(Trigger::Drift),
+                    _ => {}
+                },
+                () = tokio::time::sleep_until(next_poll), if idle && git => {
+                    next_poll = tokio::time::Instant::now() + schedule::next_poll(options.interval, 0, rng);
+                    probing = Some(Box::pin(probe(origin, reconciler, options.fetch_timeout, current, rejected.clone())));
+                }
+            }
+        };
+        (result, newer, rejected_now)
+    }
+}
+
+/// Fetch (or, for a directory, take the tree as it is) and check what came: a newer valid
+/// revision, a rejected one, or nothing new.
+async fn probe<R: Reconciler>(
+    origin: &Origin,
+    reconciler: &R,
+    fetch_timeout: Duration,
+    current: &str,
+    rejected: Option<String>,
+) -> Probe {
+    let checkout = match origin {
+        Origin::Directory(dir) => Checkout {
+            revision: DIRECTORY_REVISION.to_owned(),
+            tree: dir.clone(),
+            fleet_root: dir.clone(),
+        },
+        Origin::Git(source) => match fetch(Arc::clone(source), fetch_timeout).await {
+            Ok(c) if c.revision == current || Some(&c.revision) == rejected.as_ref() => {
+                return Probe::Nothing;
+            }
+            Ok(c) => c,
+            Err(message) => return Probe::FetchFailed(message),
+        },
+    };
+    match reconciler
+        .check(&checkout.fleet_root, &checkout.revision)
+        .await
+    {
+        Ok(()) => Probe::Newer(checkout),
+        Err(ReconcileError::Rejected(message) | ReconcileError::Failed(message)) => {
+            Probe::Rejected {
+                revision: checkout.revision,
+                message,
+            }
+        }
     }
 }
 

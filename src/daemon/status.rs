@@ -41,6 +41,10 @@ pub struct Status {
     /// leader election is off.
     pub leader: Option<bool>,
     pub last_sync: Option<SyncRecord>,
+    /// The reconcile running now, if one is.
+    pub reconciling: Option<Reconciling>,
+    /// The steps being carried out now (started, not finished), with what each waits for.
+    pub in_progress: Vec<StepInProgress>,
     /// The fleet's VMs (desired or live), by namespace and name.
     pub vms: Vec<VmState>,
     /// The fleet's sets with aggregated counts.
@@ -63,6 +67,33 @@ pub struct SyncRecord {
     /// `success`, `failed` or `rejected` (see [`super::metrics::ReconcileResult`]).
     pub result: String,
     pub duration_seconds: f64,
+}
+
+/// A reconcile under way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reconciling {
+    pub revision: String,
+    /// Start time, RFC 3339.
+    pub started_at: String,
+    /// A newer revision is waiting: this one stops waiting on its steps and ends.
+    pub superseded_by: Option<String>,
+}
+
+/// A step started and not finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepInProgress {
+    /// `vms/namespace/name` or `network-attachment-definitions/namespace/name`.
+    pub object: String,
+    pub change: String,
+    pub class: String,
+    /// The disk or interface, if the step is about one.
+    pub item: Option<String>,
+    /// Start time, RFC 3339.
+    pub started_at: String,
+    /// What the step still waits to see on the VM, as last reported.
+    pub waiting_for: Option<String>,
 }
 
 /// One error, with the stage that raised it.

@@ -29,6 +29,14 @@ pub enum SignatureError {
 /// Check `header` (the value of [`SIGNATURE_HEADER`], if present) against `body` and `secret`.
 /// An empty secret verifies nothing.
 pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), SignatureError> {
+    let signature = precheck(secret, header)?;
+    verify_signature(secret, body, &signature)
+}
+
+/// Everything that can be checked before the body is read: a secret is configured and the
+/// header is present and well formed. The signature's bytes, to check against the body with
+/// [`verify_signature`]. (The HTTP layer refuses an unsigned request without reading its body.)
+pub fn precheck(secret: &[u8], header: Option<&str>) -> Result<Vec<u8>, SignatureError> {
     if secret.is_empty() {
         return Err(SignatureError::NoSecret);
     }
@@ -40,10 +48,19 @@ pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), Si
     if signature.len() != 32 {
         return Err(SignatureError::Malformed);
     }
+    Ok(signature)
+}
+
+/// Whether `signature` (from [`precheck`]) is the HMAC-SHA256 of `body` under `secret`.
+pub fn verify_signature(
+    secret: &[u8],
+    body: &[u8],
+    signature: &[u8],
+) -> Result<(), SignatureError> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::NoSecret)?;
     mac.update(body);
     // `verify_slice` compares in constant time.
-    mac.verify_slice(&signature)
+    mac.verify_slice(signature)
         .map_err(|_| SignatureError::Mismatch)
 }
 

@@ -299,6 +299,9 @@ pub struct Disk {
     pub access_mode: Option<AccessMode>,
     pub hot_expand: bool,
     pub max_size: Option<Quantity>,
+    /// Where the disk's name was written (for fleet-wide uniqueness messages).
+    #[serde(skip)]
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -81,6 +81,7 @@ pub(super) fn resolve(files: &[super::SourceFile], diags: &mut Diags) -> Fleet {
         }
     }
     cross_checks(&fleet, diags);
+    unique_volume_names(&fleet, diags);
     fleet
 }
 
@@ -1151,6 +1152,7 @@ impl Resolver {
                 access_mode: d.access_mode,
                 hot_expand: policy.enable_hot_expand.unwrap_or(true),
                 max_size: policy.max_size,
+                origin: Some(ctx.at(&at.key("name"))),
             });
         }
         out
@@ -1825,6 +1827,40 @@ fn cross_checks(fleet: &Fleet, diags: &mut Diags) {
                 message: format!(
                     "network `{name}`: address {ip} on `{network}` is already assigned to VM `{}` ({first_origin})",
                     first.name
+                ),
+            });
+        }
+    }
+}
+
+/// Every disk's DataVolume and PVC are named `<vm>-<disk>`, so two disks of different VMs can
+/// generate the same name (VM `a` with disk `b-data` and VM `a-b` with disk `data`): both guests
+/// would mount one volume, and pruning one VM would delete the other's data. Each generated
+/// name must be unique in its namespace; the later declaration is reported, naming the first.
+fn unique_volume_names(fleet: &Fleet, diags: &mut Diags) {
+    type Use<'a> = (Option<&'a Origin>, &'a Vm, &'a str);
+    let mut uses: HashMap<(&str, &str), Vec<Use>> = HashMap::new();
+    for vm in fleet.vms.values() {
+        for d in &vm.spec.disks {
+            uses.entry((&vm.namespace, &d.volume_name))
+                .or_default()
+                .push((d.origin.as_ref(), vm, &d.name));
+        }
+    }
+    for ((ns, volume), mut uses) in uses {
+        if uses.len() < 2 {
+            continue;
+        }
+        uses.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+        let (first_origin, first, first_disk) = uses[0];
+        let first_at = first_origin.map_or_else(|| first.origin.to_string(), ToString::to_string);
+        for (origin, vm, disk) in &uses[1..] {
+            diags.0.push(super::Diagnostic {
+                origin: origin.cloned().unwrap_or_else(|| vm.origin.clone()),
+                object: Some(vm.object.clone()),
+                message: format!(
+                    "disk `{disk}` generates DataVolume and PVC `{ns}/{volume}`, the same name as disk `{first_disk}` of VM `{ns}/{}` ({first_at}; {}): the two VMs would share one volume; rename a disk or a VM",
+                    first.name, first.object
                 ),
             });
         }

@@ -53,6 +53,8 @@ pub enum LiveKind {
     NetworkAttachmentDefinition,
     StorageClass,
     KubeVirt,
+    /// Namespaces, read so the planner can say that a fleet's namespace does not exist.
+    Namespace,
 }
 
 impl From<Kind> for LiveKind {
@@ -66,7 +68,7 @@ impl From<Kind> for LiveKind {
 }
 
 impl LiveKind {
-    pub const ALL: [LiveKind; 7] = [
+    pub const ALL: [LiveKind; 8] = [
         LiveKind::VirtualMachine,
         LiveKind::VirtualMachineInstance,
         LiveKind::PersistentVolumeClaim,
@@ -74,6 +76,7 @@ impl LiveKind {
         LiveKind::NetworkAttachmentDefinition,
         LiveKind::StorageClass,
         LiveKind::KubeVirt,
+        LiveKind::Namespace,
     ];
 
     /// (group, version, kind, plural, namespaced)
@@ -122,6 +125,7 @@ impl LiveKind {
                 false,
             ),
             LiveKind::KubeVirt => ("kubevirt.io", "v1", "KubeVirt", "kubevirts", true),
+            LiveKind::Namespace => ("", "v1", "Namespace", "namespaces", false),
         }
     }
 
@@ -174,6 +178,9 @@ pub struct LiveState {
     pub storage_classes: BTreeMap<String, Value>,
     /// The KubeVirt CR (the cluster's configuration), if one could be read.
     pub kubevirt: Option<Value>,
+    /// The cluster's namespaces by name, when they could be listed (`None`: unknown, e.g. a
+    /// snapshot saved without them or a reader not allowed to list them).
+    pub namespaces: Option<BTreeMap<String, Value>>,
 }
 
 impl LiveState {
@@ -220,6 +227,11 @@ impl LiveState {
                 if self.kubevirt.is_none() {
                     self.kubevirt = Some(object);
                 }
+            }
+            LiveKind::Namespace => {
+                self.namespaces
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(name, object);
             }
         }
         Ok(())
@@ -270,6 +282,7 @@ impl LiveState {
             .chain(self.data_volumes.values())
             .chain(self.storage_classes.values())
             .chain(self.kubevirt.iter())
+            .chain(self.namespaces.iter().flat_map(BTreeMap::values))
             .cloned()
             .collect();
         Snapshot {
@@ -294,6 +307,21 @@ impl LiveState {
 
     pub fn data_volume(&self, namespace: &str, name: &str) -> Option<&Value> {
         self.data_volumes.get(&NsName::new(namespace, name))
+    }
+
+    /// Why objects cannot be created in `namespace`: it does not exist or is being deleted.
+    /// `None` when it can, or when the namespaces are not known.
+    pub fn namespace_missing(&self, namespace: &str) -> Option<String> {
+        let namespaces = self.namespaces.as_ref()?;
+        match namespaces.get(namespace) {
+            None => Some(format!(
+                "namespace `{namespace}` does not exist (Wukong does not create namespaces)"
+            )),
+            Some(ns) if str_at(ns, &["status", "phase"]) == Some("Terminating") => {
+                Some(format!("namespace `{namespace}` is being deleted"))
+            }
+            Some(_) => None,
+        }
     }
 }
 
@@ -331,6 +359,7 @@ fn keep_paths(kind: LiveKind) -> Option<&'static [&'static [&'static str]]> {
             &["spec", "pvc", "resources"],
             &["status", "phase"],
         ]),
+        LiveKind::Namespace => Some(&[META, &["status", "phase"]]),
         _ => None,
     }
 }

@@ -101,7 +101,8 @@ impl Scope {
 /// Read every kind Wukong plans against.
 ///
 /// A kind whose API is not installed (404: no CDI, no Multus) reads as empty, and an unreadable
-/// KubeVirt CR (404 or 403) as absent; the planner then says what it had to assume.
+/// KubeVirt CR or namespace list (404 or 403) as absent; the planner then says what it had to
+/// assume.
 pub async fn read(client: &kube::Client, scope: &Scope) -> Result<LiveState, Error> {
     let mut live = LiveState::default();
     for kind in LiveKind::ALL {
@@ -117,10 +118,16 @@ pub async fn read(client: &kube::Client, scope: &Scope) -> Result<LiveState, Err
         };
         let optional = matches!(
             kind,
-            LiveKind::DataVolume | LiveKind::NetworkAttachmentDefinition | LiveKind::KubeVirt
+            LiveKind::DataVolume
+                | LiveKind::NetworkAttachmentDefinition
+                | LiveKind::KubeVirt
+                | LiveKind::Namespace
         );
+        // Without the KubeVirt CR or the namespaces the planner assumes defaults and skips
+        // the namespace pre-check; neither is worth failing the whole read for.
+        let forbidden_is_empty = matches!(kind, LiveKind::KubeVirt | LiveKind::Namespace);
         for api in lists {
-            for object in list_all(&api, plural, optional, kind == LiveKind::KubeVirt).await? {
+            for object in list_all(&api, plural, optional, forbidden_is_empty).await? {
                 let value = serde_json::to_value(object).map_err(|source| Error::Convert {
                     what: plural.to_owned(),
                     source,

@@ -1,8 +1,14 @@
 //! What the cluster allows, read from live objects: the KubeVirt CR's rollout settings, a
 //! running instance's hot-plug limits and migratability, storage classes' expansion. These are
-//! the pre-checks that decide whether a change can be live (`kubevirt-facts.md` §0–§6).
+//! the pre-checks that decide whether a change can be live (`kubevirt-facts.md` §0–§6). And
+//! what the cluster lacks ([`Availability`]): a namespace, a storage class or a network
+//! attachment an object needs, without which a step could only fail or hang.
+
+use std::collections::BTreeSet;
 
 use serde_json::Value;
+
+use crate::identity::{Kind, ObjectRef};
 
 use crate::live::{LiveState, at, condition, condition_true, quantity_at, str_at};
 use crate::quantity::Quantity;
@@ -291,6 +297,80 @@ pub fn expansion_allowed(live: &LiveState, pvc: &Value) -> Result<(), String> {
         Some(_) => Err(format!(
             "storage class `{class}` does not allow volume expansion (allowVolumeExpansion is not true)"
         )),
+    }
+}
+
+/// What the cluster lacks for the fleet's objects. A VM whose namespace does not exist cannot
+/// be created; one whose disk names a storage class the cluster does not have is created but
+/// never runs (its PVC stays Pending), and one whose network names a missing attachment never
+/// starts: each such step is `blocked` with the reason, rather than tried and left to hang.
+pub struct Availability<'a> {
+    live: &'a LiveState,
+    /// Network attachments the plan creates, as (namespace, name).
+    created: BTreeSet<(&'a str, &'a str)>,
+    /// The namespaces whose network attachments were read (the fleet's allowlist); empty: all.
+    allowlist: &'a [String],
+}
+
+impl<'a> Availability<'a> {
+    pub fn new(
+        live: &'a LiveState,
+        desired: impl IntoIterator<Item = &'a ObjectRef>,
+        allowlist: &'a [String],
+    ) -> Availability<'a> {
+        Availability {
+            live,
+            created: desired
+                .into_iter()
+                .filter(|id| id.kind == Kind::NetworkAttachmentDefinition)
+                .map(|id| (id.namespace.as_str(), id.name.as_str()))
+                .collect(),
+            allowlist,
+        }
+    }
+
+    /// Why nothing can be created in `namespace` (it does not exist or is being deleted).
+    pub fn namespace(&self, namespace: &str) -> Option<String> {
+        self.live.namespace_missing(namespace)
+    }
+
+    /// Why a disk of storage class `class` (`None`: the cluster's default) cannot be provisioned.
+    pub fn storage_class(&self, class: Option<&str>) -> Option<String> {
+        match class {
+            Some(c) if self.live.storage_classes.contains_key(c) => None,
+            Some(c) => Some(format!(
+                "storage class `{c}` does not exist, so its PVC would stay Pending"
+            )),
+            None if self.live.storage_classes.values().any(|sc| {
+                [
+                    "storageclass.kubernetes.io/is-default-class",
+                    "storageclass.kubevirt.io/is-default-virt-class",
+                ]
+                .iter()
+                .any(|a| str_at(sc, &["metadata", "annotations", a]) == Some("true"))
+            }) =>
+            {
+                None
+            }
+            None => Some(
+                "no storage class is named and the cluster has no default one, so its PVC would stay Pending".into(),
+            ),
+        }
+    }
+
+    /// Why a VM in `vm_namespace` cannot use the network attachment `network` (`name` or
+    /// `namespace/name`): it does not exist and the plan does not create it. Attachments in
+    /// namespaces that were not read are not judged.
+    pub fn network(&self, vm_namespace: &str, network: &str) -> Option<String> {
+        let (ns, name) = network.split_once('/').unwrap_or((vm_namespace, network));
+        let read = self.allowlist.is_empty() || self.allowlist.iter().any(|a| a == ns);
+        let id = ObjectRef::new(Kind::NetworkAttachmentDefinition, ns, name);
+        if !read || self.live.objects.contains_key(&id) || self.created.contains(&(ns, name)) {
+            return None;
+        }
+        Some(format!(
+            "network attachment {ns}/{name} does not exist, so the VM could not start"
+        ))
     }
 }
 

@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 
 use super::shape::set_pointer as set;
-use super::vm::ANNOTATION_DISK_SIZE;
+use super::volumes::{self, ANNOTATION_DISK_SIZE};
 use super::{Change, Class, Plan};
 use crate::identity::{Kind, ObjectRef};
 use crate::live::{LiveKind, LiveState, NsName, at, quantity_at, str_at};
@@ -177,9 +177,14 @@ fn converge_vm(
             let class = str_at(&template, &["spec", "storage", "storageClassName"])
                 .map(str::to_owned)
                 .or_else(|| next.storage_classes.keys().next().cloned());
+            // CDI's PVC: the DataVolume's labels, controlled by the DataVolume (facts §8).
             let _ = next.insert(
                 LiveKind::PersistentVolumeClaim,
-                json!({"metadata": {"name": name, "namespace": id.namespace, "resourceVersion": "1"},
+                json!({"metadata": {"name": name, "namespace": id.namespace, "resourceVersion": "1",
+                                    "labels": template.pointer("/metadata/labels").cloned().unwrap_or(Value::Null),
+                                    "ownerReferences": [{"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+                                                         "name": name, "uid": format!("uid-dv-{}-{name}", id.namespace),
+                                                         "controller": true}]},
                        "spec": {"accessModes": modes, "storageClassName": class,
                                 "resources": {"requests": {"storage": size}}},
                        "status": {"phase": "Bound", "accessModes": modes,
@@ -195,10 +200,20 @@ fn converge_vm(
         else {
             continue;
         };
+        let vmi = next
+            .vmis
+            .get(&NsName::new(&id.namespace, &id.name))
+            .cloned();
         if let Some(pvc) = next.pvcs.get_mut(&NsName::new(&id.namespace, volume)) {
+            // The executor asks for the padded size (see `volumes`).
+            let request = volumes::padded(*size, volumes::overhead(pvc, vmi.as_ref()));
             let s = size.to_string();
-            set(pvc, "/spec/resources/requests/storage", s.clone().into());
-            set(pvc, "/status/capacity/storage", s.clone().into());
+            set(
+                pvc,
+                "/spec/resources/requests/storage",
+                request.to_string().into(),
+            );
+            set(pvc, "/status/capacity/storage", request.to_string().into());
             set(
                 pvc,
                 &format!(

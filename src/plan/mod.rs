@@ -15,6 +15,7 @@ pub mod output;
 pub mod shape;
 pub mod view;
 pub mod vm;
+pub mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -88,7 +89,8 @@ pub enum Class {
     /// Never applied: it would lose data or break the VM's primary network.
     Refused,
     /// Cannot happen now: it needs a restart the fleet does not allow, or something the
-    /// cluster lacks (a feature gate, …). The reason says which.
+    /// cluster lacks (a namespace, a storage class, a network attachment, a feature gate).
+    /// The reason says which.
     Blocked,
     Delete,
 }
@@ -260,8 +262,14 @@ pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &st
     let desired_by_id: BTreeMap<&ObjectRef, &Value> =
         desired.iter().map(|r| (&r.id, &r.manifest)).collect();
 
+    let available = cluster::Availability::new(
+        live,
+        desired_by_id.keys().copied(),
+        &fleet.settings.namespaces,
+    );
+
     // NADs first: VMs reference them.
-    let nad_steps = plan_nads(fleet, &desired_by_id, live, &mut plan);
+    let nad_steps = plan_nads(fleet, &desired_by_id, live, &available, &mut plan);
 
     // Every desired VM.
     let mut vm_plans: BTreeMap<ObjectRef, vm::VmPlan> = BTreeMap::new();
@@ -288,6 +296,12 @@ pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &st
                 continue;
             }
         }
+        if live_vm.is_none()
+            && let Some(step) = creation_held(fleet, id, fvm, live, &available)
+        {
+            vm_plans.insert(id.clone(), vm::VmPlan::refused(step));
+            continue;
+        }
         let p = vm::plan_vm(&vm::VmInput {
             id,
             vm: fvm,
@@ -295,6 +309,8 @@ pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &st
             live_vm,
             live,
             kv: &kv,
+            fleet: &fleet.settings.name,
+            available: &available,
         });
         for disk in &fvm.spec.disks {
             if let Some(pvc) = live.pvc(&fvm.namespace, &disk.volume_name) {
@@ -340,6 +356,60 @@ pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &st
         .map(|s| s.target.clone())
         .collect();
     plan
+}
+
+/// Why a new VM cannot be created: a volume its disks would use exists and is not its own
+/// (refused: Wukong never adopts a volume it does not own), or the cluster lacks its namespace,
+/// a storage class or a network attachment (blocked: it would fail or never start).
+fn creation_held(
+    fleet: &Fleet,
+    id: &ObjectRef,
+    vm: &crate::fleet::Vm,
+    live: &LiveState,
+    available: &cluster::Availability<'_>,
+) -> Option<Step> {
+    let ns = &vm.namespace;
+    let refused: Vec<String> = vm
+        .spec
+        .disks
+        .iter()
+        .filter_map(|d| {
+            volumes::volume_refusal(live, &fleet.settings.name, ns, &d.volume_name, &vm.name)
+                .map(|why| format!("disk `{}`: {why}", d.name))
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Some(Step::new(
+            id,
+            Change::Create,
+            Class::Refused,
+            format!(
+                "{}; Wukong never adopts or changes a volume it does not own",
+                refused.join("; ")
+            ),
+        ));
+    }
+    let mut missing: Vec<String> = available.namespace(ns).into_iter().collect();
+    for d in &vm.spec.disks {
+        if let Some(why) = available.storage_class(d.storage_class.as_deref()) {
+            missing.push(format!("disk `{}`: {why}", d.name));
+        }
+    }
+    for n in &vm.spec.networks {
+        if let crate::fleet::Attachment::Existing(name) = &n.attachment
+            && let Some(why) = available.network(ns, name)
+        {
+            missing.push(format!("network `{}`: {why}", n.name));
+        }
+    }
+    (!missing.is_empty()).then(|| {
+        Step::new(
+            id,
+            Change::Create,
+            Class::Blocked,
+            format!("cannot be created now: {}", missing.join("; ")),
+        )
+    })
 }
 
 fn record_basis(basis: &mut BTreeMap<String, String>, kind: &str, object: &Value) {
@@ -411,6 +481,7 @@ fn plan_nads(
     fleet: &Fleet,
     desired: &BTreeMap<&ObjectRef, &Value>,
     live: &LiveState,
+    available: &cluster::Availability<'_>,
     plan: &mut Plan,
 ) -> NadSteps {
     let mut creates = Vec::new();
@@ -419,6 +490,15 @@ fn plan_nads(
         .filter(|(id, _)| id.kind == Kind::NetworkAttachmentDefinition)
     {
         match live.objects.get(*id) {
+            None if available.namespace(&id.namespace).is_some() => {
+                let why = available.namespace(&id.namespace).unwrap_or_default();
+                creates.push(Step::new(
+                    id,
+                    Change::NadCreate,
+                    Class::Blocked,
+                    format!("cannot be created now: {why}"),
+                ));
+            }
             None => {
                 creates.push(Step::new(
                     id,

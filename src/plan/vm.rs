@@ -9,17 +9,11 @@ use serde_json::Value;
 use super::cluster::{self, Instance, KubeVirtConfig};
 use super::shape::{self, Binding, DiskShape, Nic, VmShape, set_pointer};
 use super::view;
-use super::{Change, Class, Step};
+use super::{Change, Class, Step, volumes};
 use crate::fleet;
-use crate::identity::{ObjectRef, WUKONG_PREFIX};
-use crate::live::{LiveState, quantity_at, str_at};
+use crate::identity::ObjectRef;
+use crate::live::{LiveState, str_at};
 use crate::quantity::Quantity;
-
-/// PVC annotation where the executor records the disk size the fleet asked for. CDI pads a
-/// PVC for filesystem overhead, so the PVC's own request is not the fleet's size.
-pub const ANNOTATION_DISK_SIZE: &str = "wukong.novasphere.dev/disk-size";
-
-const _: () = assert!(ANNOTATION_DISK_SIZE.len() > WUKONG_PREFIX.len());
 
 /// Inputs of one VM's plan.
 pub struct VmInput<'a> {
@@ -31,6 +25,10 @@ pub struct VmInput<'a> {
     pub live_vm: Option<&'a Value>,
     pub live: &'a LiveState,
     pub kv: &'a KubeVirtConfig,
+    /// The fleet's name: volumes are used and grown only when they are its own.
+    pub fleet: &'a str,
+    /// What the cluster lacks (storage classes, network attachments).
+    pub available: &'a cluster::Availability<'a>,
 }
 
 /// One VM's steps, in order, and what to write.
@@ -134,6 +132,7 @@ pub fn plan_vm(input: &VmInput<'_>) -> VmPlan {
     memory_step(&ctx, &desired, &d, &l, input.vm.spec.hot_plug, &mut steps);
     disk_steps(&ctx, input, &d, &l, &mut steps);
     nic_steps(&ctx, &d, &l, &mut steps);
+    hold_missing_networks(input, &mut steps);
     // Equal manifests cannot differ in the parts the typed comparisons leave over.
     if desired != *live_n {
         rest_steps(&ctx, &desired, live_n, &mut steps);
@@ -497,24 +496,19 @@ fn memory_step(
     ));
 }
 
-/// The disk size the fleet last asked for: Wukong's PVC annotation, else the DataVolume's
-/// request, else the VM's template, else the PVC's own request.
-fn current_size(live: &LiveState, ns: &str, disk: &DiskShape) -> Option<Quantity> {
-    let pvc = live.pvc(ns, &disk.volume);
-    let requested = ["resources", "requests", "storage"];
-    pvc.and_then(|p| {
-        p.pointer("/metadata/annotations")
-            .and_then(|a| quantity_at(a, &[ANNOTATION_DISK_SIZE]))
-    })
-    .or_else(|| {
-        live.data_volume(ns, &disk.volume).and_then(|dv| {
-            let spec = dv.get("spec")?;
-            quantity_at(spec.get("storage")?, &requested)
-                .or_else(|| quantity_at(spec.get("pvc")?, &requested))
-        })
-    })
-    .or(disk.size)
-    .or_else(|| pvc.and_then(|p| quantity_at(p.get("spec")?, &requested)))
+/// A disk's size now: from its PVC's own fields ([`volumes::current_size`]); before the PVC
+/// exists, the size the disk is being created with. The size it was created with is its
+/// DataVolume's, else (the DataVolume gone: KubeVirt re-creates it) the VM's template's.
+fn current_size(input: &VmInput<'_>, ns: &str, disk: &DiskShape) -> Option<Quantity> {
+    let live = input.live;
+    let created = live
+        .data_volume(ns, &disk.volume)
+        .and_then(volumes::created_size)
+        .or(disk.size);
+    match live.pvc(ns, &disk.volume) {
+        Some(pvc) => volumes::current_size(pvc, created, live.vmi(ns, &input.vm.name)),
+        None => created,
+    }
 }
 
 fn disk_steps(ctx: &Ctx<'_>, input: &VmInput<'_>, d: &VmShape, l: &VmShape, steps: &mut Vec<Step>) {
@@ -525,9 +519,26 @@ fn disk_steps(ctx: &Ctx<'_>, input: &VmInput<'_>, d: &VmShape, l: &VmShape, step
         d.disks.iter().map(|k| (k.name.as_str(), k)).collect();
     for (name, want) in &desired_disks {
         let Some(have) = live_disks.get(name) else {
-            let (class, reason) = ctx.at_restart(
+            let vm = &input.vm.name;
+            let held =
+                volumes::volume_refusal(input.live, input.fleet, &id.namespace, &want.volume, vm)
+                    .map(|why| {
+                        (
+                            Class::Refused,
+                            format!(
+                                "{why}; Wukong never adopts or changes a volume it does not own"
+                            ),
+                        )
+                    })
+                    .or_else(|| {
+                        let why = input
+                            .available
+                            .storage_class(want.storage_class.as_deref())?;
+                        Some((Class::Blocked, format!("cannot be added now: {why}")))
+                    });
+            let (class, reason) = held.unwrap_or_else(|| ctx.at_restart(
                 "a new disk is attached at restart (it is not a hot-pluggable volume); its DataVolume is created at once",
-            );
+            ));
             steps.push(
                 Step::new(id, Change::Disk, class, reason)
                     .item(*name)
@@ -552,10 +563,12 @@ fn disk_steps(ctx: &Ctx<'_>, input: &VmInput<'_>, d: &VmShape, l: &VmShape, step
             );
             continue;
         }
-        let (Some(to), Some(from)) = (want.size, current_size(input.live, &id.namespace, have))
-        else {
+        let (Some(to), Some(from)) = (want.size, current_size(input, &id.namespace, have)) else {
             continue;
         };
+        if volumes::same_size(to, from) {
+            continue;
+        }
         let step = |class, reason: String| {
             Step::new(id, Change::Disk, class, reason)
                 .item(*name)
@@ -574,7 +587,17 @@ fn disk_steps(ctx: &Ctx<'_>, input: &VmInput<'_>, d: &VmShape, l: &VmShape, step
                     "scalingPolicy.enableHotExpand is false for disk `{name}`"
                 ))
             } else if let Some(pvc) = pvc {
-                cluster::expansion_allowed(input.live, pvc).err()
+                let dv = input.live.data_volume(&id.namespace, &have.volume);
+                volumes::claim_refusal(
+                    pvc,
+                    dv,
+                    input.fleet,
+                    &id.namespace,
+                    &have.volume,
+                    &input.vm.name,
+                )
+                .map(|why| format!("{why}; Wukong never patches a volume it does not own"))
+                .or_else(|| cluster::expansion_allowed(input.live, pvc).err())
             } else {
                 Some(format!(
                     "the PVC {}/{} does not exist yet",
@@ -782,6 +805,30 @@ fn removed_keys(before: &Value, after: &Value, path: &mut Vec<String>, out: &mut
             Some(a) => removed_keys(v, a, path, out),
         }
         path.pop();
+    }
+}
+
+/// A NIC attached to (or moved to) a network attachment the cluster lacks could not come up:
+/// blocked, with the reason.
+fn hold_missing_networks(input: &VmInput<'_>, steps: &mut [Step]) {
+    let plugs = |s: &Step| matches!(s.change, Change::NicAttach | Change::NicChange);
+    if !steps.iter().any(plugs) {
+        return;
+    }
+    let desired = VmShape::of(input.desired);
+    for s in steps
+        .iter_mut()
+        .filter(|s| matches!(s.change, Change::NicAttach | Change::NicChange) && s.acts())
+    {
+        let network = desired
+            .nics
+            .iter()
+            .find(|n| Some(&n.name) == s.item.as_ref())
+            .and_then(|n| n.network.as_deref());
+        if let Some(why) = network.and_then(|n| input.available.network(&input.id.namespace, n)) {
+            s.class = Class::Blocked;
+            s.reason = format!("cannot be done now: {why}");
+        }
     }
 }
 

@@ -62,6 +62,7 @@ const CALLS: &[(&str, &str, &[&str], bool)] = &[
         true,
     ),
     ("storage.k8s.io", "storageclasses", &["list"], true),
+    ("", "namespaces", &["list"], true),
     (
         "k8s.cni.cncf.io",
         "network-attachment-definitions",

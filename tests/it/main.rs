@@ -12,6 +12,7 @@ mod daemon_git;
 mod deploy;
 mod examples;
 mod foreign_writes;
+mod hostile_cluster;
 mod hostile_input;
 mod injection;
 mod kubectl;

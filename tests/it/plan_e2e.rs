@@ -44,6 +44,34 @@ async fn create_storage_class(client: &Client) {
     .unwrap();
 }
 
+/// What the cluster has before Wukong runs, as an administrator made it: the fleet's
+/// namespaces and the network attachment its web set names with `nadName`.
+async fn prepare(client: &Client, fleet: &Path) {
+    let (_, objects) = wukong::cli::load_and_render(fleet, "r1").unwrap();
+    let namespaces: std::collections::BTreeSet<&str> =
+        objects.iter().map(|o| o.id.namespace.as_str()).collect();
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    for ns in namespaces {
+        ns_api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let nad = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                     "metadata": {"name": "shared-services", "namespace": "web"},
+                     "spec": {"config": "{\"cniVersion\":\"0.3.1\",\"type\":\"bridge\",\"bridge\":\"br9\"}"}});
+    Api::<DynamicObject>::namespaced_with(client.clone(), "web", &api_resource(&nad).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(nad).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
 /// Wait until every VM of the fleet has settled (running, paused or stopped).
 async fn settled(client: &Client, vms: &[(&str, &str)]) {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
@@ -150,6 +178,7 @@ async fn plan_reads_the_cluster_and_shows_fleet_edits() {
 
     // An empty cluster: everything is created, NADs first; exit 2 with --detailed-exitcode.
     let fleet = example_copy(dir.path());
+    prepare(&client, &fleet).await;
     let f = fleet.display().to_string();
     let out = run(vec![
         "plan".into(),
