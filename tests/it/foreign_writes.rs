@@ -11,7 +11,7 @@ use wukong::live::LiveState;
 use wukong::plan::{self, Change, Class, output};
 
 use crate::apply::{Env, SYSTEM_DISK, vm_doc};
-use crate::plan::{applied, load};
+use crate::plan::{applied, applied_example, load};
 use crate::support::{VM, root};
 
 /// What the rest of a real cluster writes into a VM Wukong created, as `kubevirt-facts.md` §6
@@ -103,7 +103,7 @@ fn with_foreign_writes(mut live: LiveState) -> LiveState {
 fn foreign_writes_to_every_vm_of_the_example_fleet_are_not_drift() {
     for fleet in ["examples/fleet", "examples/fleet-next"] {
         let path = root().join(fleet);
-        let live = with_foreign_writes(applied(&path));
+        let live = with_foreign_writes(applied_example(&path));
         let (f, objects) = load(&path);
         let p = plan::plan(&f, &objects, &live, "r2");
         assert!(p.steps.is_empty(), "{fleet}:\n{}", output::text(&p, false));

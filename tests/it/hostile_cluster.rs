@@ -302,7 +302,8 @@ async fn finding_3_vm_a_b_with_disk_data_never_gets_the_disk_a_b_data_of_vm_a() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_3_pruning_vm_a_keeps_the_disk_a_b_data_that_vm_a_b_uses() {
     let env = Env::new("apps").await;
-    let settings = "  pruneDisks: true\n";
+    // The fleet empties itself on purpose: the prune guard is lifted.
+    let settings = "  pruneDisks: true\n  pruneGuard: {allowEmpty: true}\n";
     let fleet = env.fleet(settings, &vm_doc("a", &[("b-data", "1Gi")]));
     let (code, doc, err) = env.apply(&fleet, &[]).await;
     assert_eq!(code, 0, "{doc:#} {err}");

@@ -20,6 +20,14 @@ fn cluster(version: &str, developer: Value) -> LiveState {
     let kv = live.kubevirt.as_mut().unwrap();
     kv["status"]["observedKubeVirtVersion"] = json!(version);
     kv["spec"]["configuration"]["developerConfiguration"] = developer;
+    // The network attachments the cases move interfaces to, made by an administrator.
+    for nad in ["other-nad", "extra-nad"] {
+        live.insert(
+            wukong::live::LiveKind::NetworkAttachmentDefinition,
+            json!({"metadata": {"name": nad, "namespace": "apps"}, "spec": {"config": "{}"}}),
+        )
+        .unwrap();
+    }
     live
 }
 

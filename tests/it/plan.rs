@@ -277,10 +277,9 @@ fn unplugs_are_written_as_state_absent() {
     assert_eq!(changes.last(), Some(&Change::NadDelete), "{changes:?}");
 }
 
-#[test]
-fn the_example_fleet_replans_empty_once_applied() {
-    let path = root().join("examples/fleet");
-    // The cluster offers the fleet's storage class and the network attachment it names.
+/// A cluster ready for the example fleets: it offers their storage class and the network
+/// attachment they name, as an administrator would have set them up.
+pub fn example_cluster() -> LiveState {
     let mut base = converge::base_cluster(&["ceph-rbd"]);
     base.insert(
         LiveKind::NetworkAttachmentDefinition,
@@ -288,6 +287,21 @@ fn the_example_fleet_replans_empty_once_applied() {
                            "spec": {"config": "{}"}}),
     )
     .unwrap();
+    base
+}
+
+/// The example cluster after the example fleet at `path` was applied to it.
+pub fn applied_example(path: &Path) -> LiveState {
+    let (fleet, objects) = wukong::cli::load_and_render(path, "r1").unwrap();
+    let base = example_cluster();
+    let p = plan::plan(&fleet, &objects, &base, "r1");
+    converge::after(&p, &base)
+}
+
+#[test]
+fn the_example_fleet_replans_empty_once_applied() {
+    let path = root().join("examples/fleet");
+    let base = example_cluster();
     let (fleet, objects) = wukong::cli::load_and_render(&path, "r1").unwrap();
     let first = plan::plan(&fleet, &objects, &base, "r1");
     assert!(
