@@ -219,19 +219,16 @@ spec: {{cpu: 2, memory: 2Gi}}
 
 /// Patch a VM as another field manager would (kubectl, a controller), with a merge patch.
 async fn patch_as(env: &Env, manager: &str, name: &str, patch: Value) {
-    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
-        "virtualmachines",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), "apps", &resource);
-    let params = PatchParams {
-        field_manager: Some(manager.into()),
-        ..PatchParams::default()
-    };
-    api.patch(name, &params, &Patch::Merge(patch))
-        .await
-        .unwrap();
+    env.patch_vm_as(manager, "apps", name, patch).await;
+}
+
+/// VM `db` with these annotations (`key: value` pairs, YAML flow style).
+fn db_annotated(annotations: &str) -> String {
+    vm_doc("db", 2, "4Gi", SYSTEM_DISK).replacen(
+        "  name: db\n",
+        &format!("  name: db\n  annotations: {{{annotations}}}\n"),
+        1,
+    )
 }
 
 /// `wukong plan --detailed-exitcode` of the fleet: its exit code and output.
@@ -303,14 +300,7 @@ async fn foreign_writes_on_the_cluster_are_not_drift_end_to_end() {
 #[tokio::test]
 async fn an_annotation_removed_from_the_fleet_is_removed_and_a_handmade_one_stays() {
     let env = Env::new().await;
-    let doc = |annotations: &str| {
-        vm_doc("db", 2, "4Gi", SYSTEM_DISK).replacen(
-            "  name: db\n",
-            &format!("  name: db\n  annotations: {{{annotations}}}\n"),
-            1,
-        )
-    };
-    let fleet = env.fleet(false, &doc("owner: team-a"));
+    let fleet = env.fleet(false, &db_annotated("owner: team-a"));
     env.converge(&fleet).await;
     patch_as(
         &env,
@@ -322,7 +312,7 @@ async fn an_annotation_removed_from_the_fleet_is_removed_and_a_handmade_one_stay
     let (code, out) = detailed_plan(&env, &fleet).await;
     assert_eq!(code, 0, "a handmade annotation is not drift: {out}");
 
-    env.fleet(false, &doc(""));
+    env.fleet(false, &db_annotated(""));
     let plan = env.plan(&fleet).await;
     let steps = plan["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 1, "{plan:#}");
@@ -348,14 +338,7 @@ async fn an_annotation_removed_from_the_fleet_is_removed_and_a_handmade_one_stay
 async fn a_removal_another_manager_still_owns_is_never_reported_done() {
     use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
     let env = Env::new().await;
-    let doc = |annotations: &str| {
-        vm_doc("db", 2, "4Gi", SYSTEM_DISK).replacen(
-            "  name: db\n",
-            &format!("  name: db\n  annotations: {{{annotations}}}\n"),
-            1,
-        )
-    };
-    let fleet = env.fleet(false, &doc("owner: team-a"));
+    let fleet = env.fleet(false, &db_annotated("owner: team-a"));
     env.converge(&fleet).await;
     // kubectl apply --server-side of the same annotation: both managers own it now.
     let resource = ApiResource::from_gvk_with_plural(
@@ -374,7 +357,7 @@ async fn a_removal_another_manager_still_owns_is_never_reported_done() {
     .await
     .unwrap();
 
-    env.fleet(false, &doc(""));
+    env.fleet(false, &db_annotated(""));
     // Online, the server-side dry run knows the write would change nothing: no step.
     let plan = env.plan(&fleet).await;
     assert_eq!(plan["hasChanges"], json!(false), "{plan:#}");

@@ -172,6 +172,18 @@ impl SimCluster {
 
     /// Edit a VM by hand, as kubectl would: a merge patch over HTTP, field manager `kubectl`.
     pub async fn patch_vm(&self, namespace: &str, name: &str, patch: serde_json::Value) {
+        self.patch_vm_as("kubectl", namespace, name, patch).await;
+    }
+
+    /// Edit a VM as another writer would (a person, a controller): a merge patch over HTTP as
+    /// field manager `manager`.
+    pub async fn patch_vm_as(
+        &self,
+        manager: &str,
+        namespace: &str,
+        name: &str,
+        patch: serde_json::Value,
+    ) {
         use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
         let resource = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
@@ -180,7 +192,7 @@ impl SimCluster {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &resource);
         let params = PatchParams {
-            field_manager: Some("kubectl".into()),
+            field_manager: Some(manager.into()),
             ..PatchParams::default()
         };
         api.patch(name, &params, &Patch::Merge(patch))
