@@ -276,12 +276,17 @@ fn check_schemas(objects: &[render::Rendered]) -> Result<(), Error> {
     }
 }
 
-/// Read live state from the cluster `args` point at.
-pub fn read_cluster(args: &ClusterArgs, fleet: &fleet::Fleet) -> Result<LiveState, Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A runtime for one command's cluster calls.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(Error::Runtime)?;
+        .map_err(Error::Runtime)
+}
+
+/// Read live state from the cluster `args` point at.
+pub fn read_cluster(args: &ClusterArgs, fleet: &fleet::Fleet) -> Result<LiveState, Error> {
+    let runtime = runtime()?;
     runtime.block_on(async {
         let client = args.connection().client().await?;
         Ok(live::read::read(&client, &live::read::Scope::of(fleet)).await?)
@@ -296,10 +301,7 @@ fn plan_against_cluster(
     objects: &[render::Rendered],
     revision: &str,
 ) -> Result<plan::Plan, Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let client = args.connection().client().await?;
         let live = live::read::read(&client, &live::read::Scope::of(fleet)).await?;

@@ -128,6 +128,19 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
+impl Shared {
+    /// Record an error of `stage` (and the revision it concerns) in `/status`.
+    fn record_error(&self, stage: &str, revision: Option<&str>, message: String) {
+        let mut status = self.status.write().unwrap_or_else(PoisonError::into_inner);
+        status.push_error(ErrorRecord {
+            at: status::now_rfc3339(),
+            stage: stage.to_owned(),
+            revision: revision.map(str::to_owned),
+            message,
+        });
+    }
+}
+
 struct Loop<R> {
     origin: Origin,
     reconciler: R,
@@ -235,17 +248,7 @@ impl<R: Reconciler> Loop<R> {
     }
 
     fn record_error(&self, stage: &str, revision: Option<&str>, message: String) {
-        let mut status = self
-            .shared
-            .status
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        status.push_error(ErrorRecord {
-            at: status::now_rfc3339(),
-            stage: stage.to_owned(),
-            revision: revision.map(str::to_owned),
-            message,
-        });
+        self.shared.record_error(stage, revision, message);
     }
 
     /// Fetch; reconcile if the revision is new (or the tree is a plain directory). Returns the
@@ -537,16 +540,7 @@ impl<R: Reconciler> Watch<'_, R> {
         let mut rejected_now = None;
         let mut newer: Option<Checkout> = None;
         let record = |stage: &str, revision: Option<&str>, message: String| {
-            let mut status = shared
-                .status
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            status.push_error(ErrorRecord {
-                at: status::now_rfc3339(),
-                stage: stage.to_owned(),
-                revision: revision.map(str::to_owned),
-                message,
-            });
+            shared.record_error(stage, revision, message);
         };
         let mut probing: Option<std::pin::Pin<Box<dyn Future<Output = Probe> + Send + '_>>> = None;
         let mut next_poll =
