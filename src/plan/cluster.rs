@@ -228,6 +228,9 @@ pub struct Instance {
     pub sockets: u32,
     pub max_sockets: Option<u32>,
     pub guest_at_boot: Option<Quantity>,
+    /// Guest memory the instance runs with: the last hot-plug KubeVirt applied
+    /// (`status.memory.guestRequested`, set at boot too; facts §2), else what it booted with.
+    pub guest: Option<Quantity>,
     pub max_guest: Option<Quantity>,
     /// A memory hot-plug failed on this instance (`HotMemoryChange=False`).
     pub memory_hotplug_failed: bool,
@@ -260,6 +263,8 @@ impl Instance {
                 .unwrap_or(1),
             max_sockets: u(&["spec", "domain", "cpu", "maxSockets"]),
             guest_at_boot: q(&["status", "memory", "guestAtBoot"]),
+            guest: q(&["status", "memory", "guestRequested"])
+                .or_else(|| q(&["status", "memory", "guestAtBoot"])),
             max_guest: q(&["spec", "domain", "memory", "maxGuest"]),
             memory_hotplug_failed: condition(vmi, "HotMemoryChange")
                 .and_then(|c| c.get("status"))

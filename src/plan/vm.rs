@@ -138,6 +138,7 @@ pub fn plan_vm(input: &VmInput<'_>) -> VmPlan {
         rest_steps(&ctx, &desired, live_n, &mut steps);
     }
     pause_steps(&ctx, &d, &l, &mut steps);
+    pending_restart(&ctx, &d, &mut steps);
 
     if steps.is_empty() {
         return VmPlan::default();
@@ -982,6 +983,47 @@ fn pause_steps(ctx: &Ctx<'_>, d: &VmShape, l: &VmShape, steps: &mut Vec<Step>) {
             "startStrategy: Paused is removed, so the VM starts running"
         }));
     }
+}
+
+/// The VM already carries the fleet's CPU or memory, but its running instance does not and
+/// KubeVirt holds the change for a restart (RestartRequired): a restart Wukong planned earlier
+/// and never carried out (an apply stopped between the write and the restart), or a hot-plug
+/// that failed. Nothing differs between the fleet and the VM, yet the running VM is not what
+/// the fleet declares: the restart is still to do.
+fn pending_restart(ctx: &Ctx<'_>, d: &VmShape, steps: &mut Vec<Step>) {
+    let (Some(instance), Some(message)) = (ctx.instance, &ctx.restart_pending) else {
+        return;
+    };
+    if !ctx.stays_running || steps.iter().any(|s| s.class == Class::Restart) {
+        return;
+    }
+    let mut differs = Vec::new();
+    if d.cpu.sockets != instance.sockets {
+        differs.push(format!(
+            "{} CPU sockets where the fleet declares {}",
+            instance.sockets, d.cpu.sockets
+        ));
+    }
+    if let (Some(want), Some(have)) = (d.memory.guest, instance.guest)
+        && want != have
+    {
+        differs.push(format!("{have} of memory where the fleet declares {want}"));
+    }
+    if differs.is_empty() {
+        return;
+    }
+    steps.push(
+        Step::new(
+            ctx.id,
+            Change::Update,
+            Class::Restart,
+            format!(
+                "the VM already declares it, but its running instance has {}; KubeVirt holds the change for a restart (RestartRequired: {message})",
+                differs.join(" and ")
+            ),
+        )
+        .item("running instance"),
+    );
 }
 
 fn restart_step(ctx: &Ctx<'_>, vm: &fleet::Vm, d: &VmShape, steps: &mut Vec<Step>) {

@@ -336,3 +336,29 @@ fn adding_interfaces_to_a_vm_that_declares_none_needs_a_restart() {
         assert!(s.reason.contains("declares no interfaces"), "{}", s.reason);
     }
 }
+
+#[test]
+fn a_restart_written_but_never_carried_out_is_still_planned() {
+    // An apply wrote CPU 4 and stopped before the restart: the VM declares what the fleet
+    // does, its instance still runs 2 sockets, and KubeVirt holds the change.
+    let mut live = cluster("v1.9.0", json!({}));
+    cpu_to_4(vm_mut(&mut live));
+    let p = plan_with(&live, cpu_to_4);
+    assert!(
+        p.steps.is_empty(),
+        "a hot-plug still on its way: {:#?}",
+        p.steps
+    );
+    restart_required(&mut live, plan::cluster::NON_LIVE_CHANGE);
+    let p = plan_with(&live, cpu_to_4);
+    let pending = step(&p, Change::Update);
+    assert_eq!(pending.class, Class::Restart);
+    assert!(
+        pending
+            .reason
+            .contains("its running instance has 2 CPU sockets"),
+        "{}",
+        pending.reason
+    );
+    assert_eq!(step(&p, Change::Restart).class, Class::Restart);
+}
