@@ -191,6 +191,17 @@ impl IntoResponse for Error {
     }
 }
 
+/// Admission warnings as the API server returns them: one `Warning: 299 - "<text>"` header each
+/// (k8s `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/warning.go`).
+fn add_warnings(response: &mut Response, warnings: &[String]) {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = header::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+}
+
 fn json_response(code: StatusCode, body: &Value) -> Response {
     (
         code,
@@ -626,6 +637,11 @@ fn resource(
     cut_watch: Option<Duration>,
 ) -> Result<Response, Error> {
     let ok = |code: StatusCode, v: Value| Ok(json_response(code, &v));
+    let admitted = |code: StatusCode, a: admission::Admitted| {
+        let mut response = json_response(code, &a.object);
+        add_warnings(&mut response, &a.warnings);
+        Ok(response)
+    };
     match (scope, method.clone()) {
         (Scope::Collection(ns), Method::GET) => {
             let labels =
@@ -694,7 +710,7 @@ fn resource(
                     },
                 )
             })?;
-            ok(StatusCode::CREATED, created)
+            admitted(StatusCode::CREATED, created)
         }
         (Scope::Collection(ns), Method::DELETE) => {
             if r.namespaced && ns.is_none() {
@@ -760,7 +776,7 @@ fn resource(
                             },
                         )
                     })?;
-                    ok(StatusCode::OK, updated)
+                    admitted(StatusCode::OK, updated)
                 }
                 Method::PATCH => {
                     let dry = dry_run(query)?;
@@ -815,7 +831,7 @@ fn resource(
                             } else {
                                 StatusCode::OK
                             };
-                            ok(code, obj)
+                            admitted(code, obj)
                         }
                         PatchBody::Patch(patch) => {
                             if force.is_some() {
@@ -842,7 +858,7 @@ fn resource(
                                     },
                                 )
                             })?;
-                            ok(StatusCode::OK, patched)
+                            admitted(StatusCode::OK, patched)
                         }
                     }
                 }

@@ -23,6 +23,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod faults;
 pub mod fieldpath;
+pub mod gojson;
 pub mod openapi;
 pub mod resources;
 pub mod seed;

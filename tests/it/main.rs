@@ -13,6 +13,7 @@ mod deploy;
 mod examples;
 mod injection;
 mod kubectl;
+mod kubevirt_conformance;
 mod plan;
 mod plan_e2e;
 mod plan_props;
