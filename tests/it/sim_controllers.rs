@@ -11,7 +11,7 @@ use kube::api::{
 };
 use kube::{Client, Config as KubeConfig};
 use serde_json::{Value, json};
-use wukong::sim::{Config, Server, Timing};
+use wukong::sim::{Config, KubeVirtVersion, Server, Timing};
 
 use crate::support::eventually;
 
@@ -991,4 +991,229 @@ async fn a_settled_cluster_stops_writing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.shared().store().revision(), before);
     server.shutdown().await.unwrap();
+}
+
+async fn start_release(version: KubeVirtVersion) -> (Server, Client) {
+    start_with(Config {
+        kubevirt_version: version,
+        ..Config::fast()
+    })
+    .await
+}
+
+fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj["metadata"]["annotations"][key].as_str()
+}
+
+#[tokio::test]
+async fn virt_controller_marks_its_vms_and_lets_them_go_on_delete() {
+    let (server, client) = start().await;
+    let vm = running_vm(&client, "owned", None).await;
+    // kubevirt-facts.md §6: the finalizer and both API version annotations on the VM...
+    assert_eq!(
+        vm["metadata"]["finalizers"],
+        json!(["kubevirt.io/virtualMachineControllerFinalize"])
+    );
+    assert_eq!(
+        annotation(&vm, "kubevirt.io/latest-observed-api-version"),
+        Some("v1")
+    );
+    assert_eq!(
+        annotation(&vm, "kubevirt.io/storage-observed-api-version"),
+        Some("v1")
+    );
+    // ... and the finalizer on its VMI.
+    let vmi = get(&vmis(&client), "owned").await.unwrap();
+    assert_eq!(
+        vmi["metadata"]["finalizers"],
+        json!(["kubevirt.io/virtualMachineControllerFinalize"])
+    );
+    assert_eq!(
+        annotation(&vmi, "kubevirt.io/pci-topology-version"),
+        Some("v3")
+    );
+
+    // Deleting the VM: it terminates (its guest shuts down first), then it, its VMI and its
+    // DataVolume are gone.
+    let deleted = vms(&client)
+        .delete("owned", &Default::default())
+        .await
+        .unwrap();
+    let terminating = serde_json::to_value(deleted.left().expect("the terminating VM")).unwrap();
+    assert!(terminating["metadata"]["deletionTimestamp"].is_string());
+    eventually("the VM, its VMI and its DataVolume to go", || async {
+        let left = (
+            get(&vms(&client), "owned").await.is_some(),
+            get(&vmis(&client), "owned").await.is_some(),
+            get(&dvs(&client), "owned-root").await.is_some(),
+        );
+        if left == (false, false, false) {
+            Ok(())
+        } else {
+            Err(format!("(vm, vmi, dv) still there: {left:?}"))
+        }
+    })
+    .await;
+
+    // A VMI deleted by hand also shuts down before it goes; the VM starts a new one.
+    running_vm(&client, "again", None).await;
+    let first = get(&vmis(&client), "again").await.unwrap();
+    vmis(&client)
+        .delete("again", &Default::default())
+        .await
+        .unwrap();
+    eventually("a new VMI for the VM", || async {
+        match get(&vmis(&client), "again").await {
+            Some(v) if v["metadata"]["uid"] != first["metadata"]["uid"] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_update_that_drops_the_firmware_uuid_gets_the_legacy_one_and_needs_a_restart() {
+    let (server, client) = start().await;
+    let vm = running_vm(&client, "fw", None).await;
+    let random = vm["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"].clone();
+    // A PUT of the manifest as first sent: the webhook adds no firmware ids on UPDATE.
+    let mut replaced = vm_manifest("fw", None);
+    replaced["metadata"]["resourceVersion"] = vm["metadata"]["resourceVersion"].clone();
+    let obj: DynamicObject = serde_json::from_value(replaced).unwrap();
+    let stored = serde_json::to_value(
+        vms(&client)
+            .replace("fw", &PostParams::default(), &obj)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        stored
+            .pointer("/spec/template/spec/domain/firmware")
+            .is_none()
+    );
+    let vm = vm_condition(&client, "fw", "RestartRequired").await;
+    let legacy = vm["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"].clone();
+    assert_ne!(legacy, random);
+    assert_eq!(
+        legacy,
+        json!(wukong::sim::controllers::vm::legacy_firmware_uuid("fw"))
+    );
+    assert_eq!(
+        condition(&vm, "RestartRequired").unwrap()["message"],
+        "a non-live-updatable field was changed in the template spec"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Change `cores` (not live-updatable), then put it back: KubeVirt 1.8+ drops RestartRequired
+/// again, 1.7.0 keeps it until a restart and meanwhile applies no live change.
+async fn restart_required_after_a_reverted_edit(version: KubeVirtVersion) -> (Value, Value) {
+    let (server, client) = start_release(version).await;
+    running_vm(&client, "rr", None).await;
+    let cores = |n: u64| json!({"spec": {"template": {"spec": {"domain": {"cpu": {"cores": n}}}}}});
+    merge(&vms(&client), "rr", cores(4)).await.unwrap();
+    vm_condition(&client, "rr", "RestartRequired").await;
+    merge(&vms(&client), "rr", cores(2)).await.unwrap();
+    // A live change after the revert: one more socket.
+    merge(
+        &vms(&client),
+        "rr",
+        json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 2}}}}}}),
+    )
+    .await
+    .unwrap();
+    let settled = eventually("the VM to settle", || async {
+        let vm = get(&vms(&client), "rr").await.unwrap();
+        let vmi = get(&vmis(&client), "rr").await.unwrap();
+        let generation = &vm["metadata"]["generation"];
+        if vm["status"]["desiredGeneration"] == *generation
+            && (condition(&vm, "RestartRequired").is_none() || version == KubeVirtVersion::V1_7)
+        {
+            Ok((vm, vmi))
+        } else {
+            Err(vm["status"].to_string())
+        }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+    settled
+}
+
+#[tokio::test]
+async fn restart_required_is_recomputed_from_1_8_and_sticky_in_1_7() {
+    for version in [KubeVirtVersion::V1_9, KubeVirtVersion::V1_8] {
+        let (vm, vmi) = restart_required_after_a_reverted_edit(version).await;
+        assert!(condition(&vm, "RestartRequired").is_none(), "{version}");
+        assert_eq!(vmi["spec"]["domain"]["cpu"]["sockets"], 2, "{version}");
+    }
+    let (vm, vmi) = restart_required_after_a_reverted_edit(KubeVirtVersion::V1_7).await;
+    assert_eq!(
+        condition(&vm, "RestartRequired").unwrap()["message"],
+        "a non-live-updatable field was changed in the template spec"
+    );
+    assert_eq!(
+        vmi["spec"]["domain"]["cpu"]["sockets"], 1,
+        "not hot-plugged while it stands"
+    );
+}
+
+#[tokio::test]
+async fn each_release_writes_its_own_defaults_and_reports_its_version() {
+    for (version, observed) in [
+        (KubeVirtVersion::V1_7, "v1.7.0"),
+        (KubeVirtVersion::V1_8, "v1.8.0"),
+        (KubeVirtVersion::V1_9, "v1.9.0"),
+    ] {
+        let (server, client) = start_release(version).await;
+        let kv: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            "kubevirt",
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("kubevirt.io", "v1", "KubeVirt"),
+                "kubevirts",
+            ),
+        );
+        let cr = serde_json::to_value(kv.get("kubevirt").await.unwrap()).unwrap();
+        assert_eq!(cr["status"]["observedKubeVirtVersion"], observed);
+
+        let created = create_vm(&client, vm_manifest("d", None)).await;
+        let template = &created["spec"]["template"];
+        let annotated = annotation(template, "kubevirt.io/pci-topology-version");
+        if version == KubeVirtVersion::V1_7 {
+            assert_eq!(template["metadata"]["creationTimestamp"], Value::Null);
+            assert!(template["metadata"].get("creationTimestamp").is_some());
+            assert_eq!(annotated, None);
+        } else {
+            assert!(template["metadata"].get("creationTimestamp").is_none());
+            assert_eq!(annotated, Some("v3"));
+        }
+        assert_eq!(template["spec"]["domain"]["resources"], json!({}));
+        // A template that lost the annotation gets the running VMI's back from 1.8.
+        vm_status_is(&client, "d", "/status/printableStatus", json!("Running")).await;
+        if version != KubeVirtVersion::V1_7 {
+            vms(&client)
+                .patch(
+                    "d",
+                    &PatchParams::default(),
+                    &Patch::Json::<()>(
+                        serde_json::from_value(json!([{"op": "remove",
+                            "path": "/spec/template/metadata/annotations"}]))
+                        .unwrap(),
+                    ),
+                )
+                .await
+                .unwrap();
+            eventually("the PCI topology annotation to come back", || async {
+                let vm = get(&vms(&client), "d").await.unwrap();
+                match annotation(&vm["spec"]["template"], "kubevirt.io/pci-topology-version") {
+                    Some("v3") => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await;
+        }
+        server.shutdown().await.unwrap();
+    }
 }

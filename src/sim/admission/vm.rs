@@ -273,9 +273,9 @@ pub fn mutate(
         let wanted = match kv.version.pci_topology_default() {
             PciTopologyDefault::Never => false,
             PciTopologyDefault::Always => true,
-            PciTopologyDefault::PcieHotplugOnly => {
-                supports_pcie_hotplug(vm.pointer("/spec/template/spec").unwrap_or(&Value::Null))
-            }
+            PciTopologyDefault::PcieHotplugOnly => vmi::supports_pcie_hotplug(
+                vm.pointer("/spec/template/spec").unwrap_or(&Value::Null),
+            ),
         };
         if wanted {
             // vmi-mutator.go L188-198 `setDefaultPciTopologyVersion`: only when absent.
@@ -321,24 +321,6 @@ fn set_vm_defaults(vm: &mut Value, kv: &KvConfig) {
         .is_none_or(str::is_empty)
     {
         machine.insert("type".into(), json!(kv.machine_type(&arch)));
-    }
-}
-
-/// `defaults.SupportsPCIeHotplug` (defaults.go L385-398): amd64 or arm64 (or none) on a q35 or
-/// virt machine.
-pub fn supports_pcie_hotplug(spec: &Value) -> bool {
-    if !matches!(
-        text(spec, "/architecture").unwrap_or(""),
-        "amd64" | "arm64" | ""
-    ) {
-        return false;
-    }
-    match spec.pointer("/domain/machine") {
-        Some(m) if !m.is_null() => {
-            let t = text(m, "/type").unwrap_or("");
-            t.contains("q35") || t.starts_with("virt")
-        }
-        _ => true,
     }
 }
 
