@@ -227,7 +227,13 @@ pub struct Shared {
     faults: Mutex<Faults>,
     /// Every resource request, for tests.
     audit: Mutex<AuditLog>,
+    /// What the simulated guests see of their disks (bytes by VMI uid and volume), kept by the
+    /// controllers and served by the guest agent's `filesystemlist`.
+    guest_disks: Mutex<GuestDisks>,
 }
+
+/// Disk sizes inside each guest: VMI uid → volume name → bytes.
+pub type GuestDisks = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
 
 impl Shared {
     pub fn new(store: Store, address: String, shutdown: watch::Receiver<bool>) -> Self {
@@ -240,6 +246,7 @@ impl Shared {
             kubevirt: false,
             faults: Mutex::new(Faults::default()),
             audit: Mutex::new(AuditLog::default()),
+            guest_disks: Mutex::new(GuestDisks::new()),
         }
     }
 
@@ -262,6 +269,13 @@ impl Shared {
     /// The fault-injection rules, locked, to change at run time.
     pub fn faults(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The disk sizes the simulated guests see, locked.
+    pub fn guest_disks(&self) -> MutexGuard<'_, GuestDisks> {
+        self.guest_disks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The audit log of resource requests, locked.

@@ -1217,3 +1217,106 @@ async fn each_release_writes_its_own_defaults_and_reports_its_version() {
         server.shutdown().await.unwrap();
     }
 }
+
+/// The guest agent's view of a VMI's filesystems (`GET …/filesystemlist`): the HTTP code and
+/// the body.
+async fn filesystems(client: &Client, name: &str) -> (u16, Value) {
+    let request = axum::http::Request::get(format!(
+        "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{name}/filesystemlist"
+    ))
+    .body(kube::client::Body::from(Vec::new()))
+    .unwrap();
+    let response = client.send(request).await.unwrap();
+    let code = response.status().as_u16();
+    let body = response.into_body().collect_bytes().await.unwrap();
+    (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Grow a running VM's claim from 10Gi to 20Gi; what the guest's root filesystem reports once
+/// the claim and the VMI's claim info show 20Gi.
+async fn guest_size_after_growth(version: KubeVirtVersion, gates: &[&str]) -> Value {
+    let (server, client) = start_release(version).await;
+    if !gates.is_empty() {
+        crate::support::enable_feature_gates(&client, gates).await;
+    }
+    running_vm(&client, "grow", None).await;
+    let root = eventually("the guest agent's filesystems", || async {
+        match filesystems(&client, "grow").await {
+            (200, list) if list["items"][0]["totalBytes"].is_u64() => Ok(list),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(root["items"][0]["mountPoint"], "/");
+    assert_eq!(root["items"][0]["totalBytes"], 10u64 << 30);
+    pvcs(&client)
+        .patch(
+            "grow-root",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "20Gi"}}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the VMI's claim info to show 20Gi", || async {
+        let vmi = get(&vmis(&client), "grow").await.unwrap();
+        let info = &vmi["status"]["volumeStatus"][0]["persistentVolumeClaimInfo"];
+        (info["capacity"]["storage"] == "20Gi")
+            .then_some(())
+            .ok_or_else(|| info.to_string())
+    })
+    .await;
+    // One more pass of the controllers after the claim info changed.
+    merge(
+        &vms(&client),
+        "grow",
+        json!({"metadata": {"labels": {"poke": "1"}}}),
+    )
+    .await
+    .unwrap();
+    let list = eventually("the guest to settle", || async {
+        let (code, list) = filesystems(&client, "grow").await;
+        let vm = get(&vms(&client), "grow").await.unwrap();
+        if code == 200 && vm["status"]["desiredGeneration"] == vm["metadata"]["generation"] {
+            Ok(list)
+        } else {
+            Err(format!("{code} {list}"))
+        }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+    list["items"][0]["totalBytes"].clone()
+}
+
+#[tokio::test]
+async fn a_grown_claim_reaches_the_guest_with_expand_disks_only() {
+    // GA in v1.9.0: no gate needed.
+    assert_eq!(
+        guest_size_after_growth(KubeVirtVersion::V1_9, &[]).await,
+        json!(20u64 << 30)
+    );
+    // v1.8.x: Alpha. Without the gate the guest keeps the size it booted with.
+    assert_eq!(
+        guest_size_after_growth(KubeVirtVersion::V1_8, &[]).await,
+        json!(10u64 << 30)
+    );
+    assert_eq!(
+        guest_size_after_growth(KubeVirtVersion::V1_8, &["ExpandDisks"]).await,
+        json!(20u64 << 30)
+    );
+}
+
+#[tokio::test]
+async fn the_guest_agent_answers_only_for_a_running_vmi_with_an_agent() {
+    let (server, client) = start().await;
+    server
+        .kubevirt_faults()
+        .set_guest_agent("default", "quiet", false);
+    running_vm(&client, "quiet", None).await;
+    let (code, body) = filesystems(&client, "quiet").await;
+    assert_eq!(code, 409);
+    assert_eq!(
+        body["message"],
+        "Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io \"quiet\": VMI does not have guest agent connected"
+    );
+    server.shutdown().await.unwrap();
+}

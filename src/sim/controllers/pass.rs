@@ -160,6 +160,7 @@ pub fn reconcile(store: &mut Store, p: &mut Pass<'_>) {
     vm_pass(store, &d, p, &kv);
     stop_pass(store, &d, p);
     vmi_pass(store, &d, p);
+    guest_disk_pass(store, &d, p, &kv);
     workload_updater(store, &d, p, &kv);
     migration_pass(store, &d, p);
 
@@ -173,6 +174,49 @@ pub fn reconcile(store: &mut Store, p: &mut Pass<'_>) {
     p.mem.started.retain(|uid, _| live.contains(uid));
     p.mem.stopping.retain(|uid| live.contains(uid));
     p.mem.start_paused.retain(|uid| live.contains(uid));
+    p.mem.guest_disks.retain(|uid, _| live.contains(uid));
+}
+
+/// virt-launcher's disk sizes (facts §4): a claim-backed disk has, in the guest, the size of
+/// `min(requests, capacity)` of its claim (kv: `pkg/storage/types/pvc.go` L296-318
+/// `GetDiskCapacity`) when the domain starts; a claim grown later reaches the running guest only
+/// through online expansion (`expandDisksOnline`, kv: `pkg/virt-launcher/virtwrap/
+/// disk_expansion.go` L67-104), which v1.8.x and older skip unless the KubeVirt CR lists the
+/// ExpandDisks gate (GA in v1.9.0). The simulated guest grows its filesystem with its disk.
+fn guest_disk_pass(store: &Store, d: &Defs, p: &mut Pass<'_>, kv: &KvConfig) {
+    let expand = kv.gate(crate::sim::version::EXPAND_DISKS);
+    for vmi in list(store, d.vmi) {
+        if text(&vmi, "/status/phase") != Some("Running") {
+            continue;
+        }
+        let disks = p
+            .mem
+            .guest_disks
+            .entry(objects::uid(&vmi).to_string())
+            .or_default();
+        for status in array(&vmi, "/status/volumeStatus") {
+            let (Some(volume), Some(info)) = (
+                text(status, "/name"),
+                status.get("persistentVolumeClaimInfo"),
+            ) else {
+                continue;
+            };
+            let (Some(capacity), Some(request)) = (
+                bytes(info, "/capacity/storage"),
+                bytes(info, "/requests/storage"),
+            ) else {
+                continue;
+            };
+            let size = capacity.min(request);
+            match disks.get_mut(volume) {
+                None => {
+                    disks.insert(volume.to_string(), size);
+                }
+                Some(seen) if expand && size > *seen => *seen = size,
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 /// Delete what the controllers created for an owner that is gone (the garbage collector's
