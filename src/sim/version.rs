@@ -168,7 +168,7 @@ impl KubeVirtVersion {
     }
 
     /// `syncRestartRequired` ignores a firmware UUID that equals the running VMI's (kv@v1.8.0
-    /// `vm.go` L3041-3049; absent from kv@v1.7.0 `addRestartRequiredIfNeeded`).
+    /// `vm.go` L3039-3047; absent from kv@v1.7.0 `addRestartRequiredIfNeeded`).
     pub fn ignores_matching_firmware_uuid(self) -> bool {
         self >= Self::V1_8
     }

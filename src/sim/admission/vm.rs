@@ -328,7 +328,7 @@ fn set_vm_defaults(vm: &mut Value, kv: &KvConfig) {
 // The validating webhook
 // ---------------------------------------------------------------------------------------------
 
-/// `VMsAdmitter.Admit` (vms-admitter.go L87-183) on the object the API server would store
+/// `VMsAdmitter.Admit` (vms-admitter.go L87-184) on the object the API server would store
 /// (already mutated). Returns the warnings, or the causes of the first failing stage: on
 /// CREATE the network creation checks; then `ValidateVirtualMachineSpec`; then the storage
 /// admitter (a DataVolume template's namespace).
@@ -339,10 +339,10 @@ pub fn validate(
     kv: &KvConfig,
 ) -> Result<Vec<String>, Causes> {
     let spec = vm.get("spec").unwrap_or(&Value::Null);
-    // L106-118: instance types (none served) and `SetDefaultVirtualMachineInstanceSpec` on a
+    // L115-128: instance types (none served) and `SetDefaultVirtualMachineInstanceSpec` on a
     // copy of the template, which the checks below see.
     let template = defaulted_template(spec.pointer("/template/spec"), kv);
-    // L129-142, CREATE only: `featuregate.ValidateFeatureGates` (it only rejects a VM using a
+    // L135-147, CREATE only: `featuregate.ValidateFeatureGates` (it only rejects a VM using a
     // discontinued gate it lists; none here) and the network validator's creation checks.
     if old.is_none() {
         let causes = validate_discontinued_bindings(&template, "spec");
@@ -350,12 +350,12 @@ pub fn validate(
             return Err(causes);
         }
     }
-    // L144-148.
+    // L149-153.
     let causes = validate_vm_spec(spec, &template, kv);
     if !causes.is_empty() {
         return Err(causes);
     }
-    // L150-156: `storageadmitters.Admit` (kv: `pkg/storage/admitters/vm-storage-admitter.go`
+    // L155-161: `storageadmitters.Admit` (kv: `pkg/storage/admitters/vm-storage-admitter.go`
     // L64-76, `data-volume-template.go` L38-72): a DataVolume template may not name another
     // namespace; on UPDATE only checked when the templates changed.
     let changed = old
@@ -380,7 +380,7 @@ pub fn validate(
             return Err(causes);
         }
     }
-    // L172-182: warnings.
+    // L175-183: warnings.
     let mut warnings = Vec::new();
     if spec.get("running").is_some_and(|r| !r.is_null()) {
         warnings.push("spec.running is deprecated, please use spec.runStrategy instead.".into());

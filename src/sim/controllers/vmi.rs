@@ -58,7 +58,7 @@ pub fn supports_pcie_hotplug(spec: &Value) -> bool {
     }
 }
 
-/// The new VMI for `vm` (vm.go `setupVMIFromVM`, L1270-1320): the template's metadata and
+/// The new VMI for `vm` (vm.go `startVMI`, L1265-1320): the template's metadata and
 /// spec, owned by the VM, with the controller's finalizer (L1306-1308) and a stable firmware
 /// UUID (`setupStableFirmwareUUID`, L1941-1956: the template's, else the legacy name-derived
 /// one), then the mutating webhook's defaults.
