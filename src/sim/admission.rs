@@ -162,7 +162,6 @@ pub fn create(
 /// merged result and its managed fields; that is mutated and validated, then stored (unless
 /// `dry_run`) with those managed fields. With `admit` false (admission off, or a write of the
 /// status subresource, which no webhook here watches), just the write.
-#[allow(clippy::too_many_arguments)]
 pub fn update(
     store: &mut Store,
     r: &'static ResourceDef,
@@ -170,7 +169,6 @@ pub fn update(
     name: &str,
     dry_run: bool,
     admit: bool,
-    _manager: Option<&str>,
     mut write: impl FnMut(&mut Store, bool) -> Result<Value, store::Error>,
 ) -> Result<Admitted, Error> {
     if !admit {

@@ -773,22 +773,13 @@ fn resource(
                     let manager = write_manager(query, headers);
                     let admit = shared.kubevirt() && target == Target::Main;
                     let updated = shared.try_write(|s| {
-                        admission::update(
-                            s,
-                            r,
-                            &namespace,
-                            &name,
-                            dry,
-                            admit,
-                            manager.as_deref(),
-                            |s, dry_run| {
-                                let write = Write {
-                                    dry_run,
-                                    manager: manager.as_deref(),
-                                };
-                                s.update_with(r, &namespace, &name, object.clone(), target, write)
-                            },
-                        )
+                        admission::update(s, r, &namespace, &name, dry, admit, |s, dry_run| {
+                            let write = Write {
+                                dry_run,
+                                manager: manager.as_deref(),
+                            };
+                            s.update_with(r, &namespace, &name, object.clone(), target, write)
+                        })
                     })?;
                     admitted(StatusCode::OK, updated)
                 }
@@ -831,7 +822,6 @@ fn resource(
                                         &name,
                                         dry,
                                         admit,
-                                        Some(manager),
                                         |s, dry_run| apply(s, config.clone(), dry_run),
                                     )
                                     .map(|o| (o, false))
@@ -865,7 +855,6 @@ fn resource(
                                     &name,
                                     dry,
                                     admit,
-                                    manager,
                                     |s, dry_run| {
                                         let write = Write { dry_run, manager };
                                         s.patch_with(r, &namespace, &name, &patch, target, write)
