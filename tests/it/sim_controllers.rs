@@ -1320,3 +1320,53 @@ async fn the_guest_agent_answers_only_for_a_running_vmi_with_an_agent() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn what_the_webhook_adds_belongs_to_no_field_manager() {
+    let (server, client) = start_with(Config {
+        controllers: false,
+        ..Config::fast()
+    })
+    .await;
+    let params = PatchParams::apply("wukong");
+    let manifest = vm_manifest("ssa", None);
+    let applied = vms(&client)
+        .patch("ssa", &params, &Patch::Apply(&manifest))
+        .await
+        .unwrap();
+    let applied = serde_json::to_value(applied).unwrap();
+    // The webhook's fields are stored...
+    let domain = &applied["spec"]["template"]["spec"]["domain"];
+    assert_eq!(domain["resources"], json!({}));
+    assert!(domain["firmware"]["uuid"].is_string());
+    // ... but not recorded as the applier's (the field manager ran before the webhook).
+    let owned = applied["metadata"]["managedFields"][0]["fieldsV1"].to_string();
+    assert_eq!(applied["metadata"]["managedFields"][0]["manager"], "wukong");
+    for foreign in [
+        "f:resources",
+        "f:firmware",
+        "f:machine",
+        "f:architecture",
+        "f:annotations",
+    ] {
+        assert!(
+            !owned.contains(foreign),
+            "{foreign} owned by wukong: {owned}"
+        );
+    }
+    // Re-applying the same manifest keeps them and writes nothing.
+    let again = vms(&client)
+        .patch("ssa", &params, &Patch::Apply(&manifest))
+        .await
+        .unwrap();
+    let again = serde_json::to_value(again).unwrap();
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        applied["metadata"]["resourceVersion"]
+    );
+    assert_eq!(
+        again["spec"]["template"]["spec"]["domain"]["firmware"],
+        domain["firmware"]
+    );
+    server.shutdown().await.unwrap();
+}
