@@ -81,6 +81,10 @@ pub enum Command {
         /// and on exit, so the cluster survives a restart.
         #[arg(long)]
         state: Option<PathBuf>,
+        /// The KubeVirt release to behave as (1.7, 1.8 or 1.9): its webhooks, controller rules
+        /// and feature gates; the KubeVirt CR reports it in `status.observedKubeVirtVersion`.
+        #[arg(long, value_name = "VERSION", default_value = "1.9", value_parser = sim::KubeVirtVersion::parse)]
+        kubevirt_version: sim::KubeVirtVersion,
     },
     /// Pull the fleet from Git and reconcile on every new revision, webhook and drift timer;
     /// serve /healthz, /readyz, /metrics, /status and POST /hooks/git.
@@ -463,12 +467,14 @@ pub fn run(cli: Cli) -> ExitCode {
             kubeconfig_out,
             speed,
             state,
+            kubevirt_version,
         } => sim::run_until_interrupted(
             listen,
             kubeconfig_out.as_deref(),
             sim::Config {
                 speed,
                 state,
+                kubevirt_version,
                 ..sim::Config::default()
             },
             |url| println!("{url}"),

@@ -191,6 +191,17 @@ impl IntoResponse for Error {
     }
 }
 
+/// Admission warnings as the API server returns them: one `Warning: 299 - "<text>"` header each
+/// (k8s `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/warning.go`).
+fn add_warnings(response: &mut Response, warnings: &[String]) {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = header::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+}
+
 fn json_response(code: StatusCode, body: &Value) -> Response {
     (
         code,
@@ -216,7 +227,13 @@ pub struct Shared {
     faults: Mutex<Faults>,
     /// Every resource request, for tests.
     audit: Mutex<AuditLog>,
+    /// What the simulated guests see of their disks (bytes by VMI uid and volume), kept by the
+    /// controllers and served by the guest agent's `filesystemlist`.
+    guest_disks: Mutex<GuestDisks>,
 }
+
+/// Disk sizes inside each guest: VMI uid → volume name → bytes.
+pub type GuestDisks = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
 
 impl Shared {
     pub fn new(store: Store, address: String, shutdown: watch::Receiver<bool>) -> Self {
@@ -229,6 +246,7 @@ impl Shared {
             kubevirt: false,
             faults: Mutex::new(Faults::default()),
             audit: Mutex::new(AuditLog::default()),
+            guest_disks: Mutex::new(GuestDisks::new()),
         }
     }
 
@@ -251,6 +269,13 @@ impl Shared {
     /// The fault-injection rules, locked, to change at run time.
     pub fn faults(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The disk sizes the simulated guests see, locked.
+    pub fn guest_disks(&self) -> MutexGuard<'_, GuestDisks> {
+        self.guest_disks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The audit log of resource requests, locked.
@@ -626,6 +651,11 @@ fn resource(
     cut_watch: Option<Duration>,
 ) -> Result<Response, Error> {
     let ok = |code: StatusCode, v: Value| Ok(json_response(code, &v));
+    let admitted = |code: StatusCode, a: admission::Admitted| {
+        let mut response = json_response(code, &a.object);
+        add_warnings(&mut response, &a.warnings);
+        Ok(response)
+    };
     match (scope, method.clone()) {
         (Scope::Collection(ns), Method::GET) => {
             let labels =
@@ -694,7 +724,7 @@ fn resource(
                     },
                 )
             })?;
-            ok(StatusCode::CREATED, created)
+            admitted(StatusCode::CREATED, created)
         }
         (Scope::Collection(ns), Method::DELETE) => {
             if r.namespaced && ns.is_none() {
@@ -743,24 +773,15 @@ fn resource(
                     let manager = write_manager(query, headers);
                     let admit = shared.kubevirt() && target == Target::Main;
                     let updated = shared.try_write(|s| {
-                        admission::update(
-                            s,
-                            r,
-                            &namespace,
-                            &name,
-                            dry,
-                            admit,
-                            manager.as_deref(),
-                            |s, dry_run| {
-                                let write = Write {
-                                    dry_run,
-                                    manager: manager.as_deref(),
-                                };
-                                s.update_with(r, &namespace, &name, object.clone(), target, write)
-                            },
-                        )
+                        admission::update(s, r, &namespace, &name, dry, admit, |s, dry_run| {
+                            let write = Write {
+                                dry_run,
+                                manager: manager.as_deref(),
+                            };
+                            s.update_with(r, &namespace, &name, object.clone(), target, write)
+                        })
                     })?;
-                    ok(StatusCode::OK, updated)
+                    admitted(StatusCode::OK, updated)
                 }
                 Method::PATCH => {
                     let dry = dry_run(query)?;
@@ -801,7 +822,6 @@ fn resource(
                                         &name,
                                         dry,
                                         admit,
-                                        Some(manager),
                                         |s, dry_run| apply(s, config.clone(), dry_run),
                                     )
                                     .map(|o| (o, false))
@@ -815,7 +835,7 @@ fn resource(
                             } else {
                                 StatusCode::OK
                             };
-                            ok(code, obj)
+                            admitted(code, obj)
                         }
                         PatchBody::Patch(patch) => {
                             if force.is_some() {
@@ -835,14 +855,13 @@ fn resource(
                                     &name,
                                     dry,
                                     admit,
-                                    manager,
                                     |s, dry_run| {
                                         let write = Write { dry_run, manager };
                                         s.patch_with(r, &namespace, &name, &patch, target, write)
                                     },
                                 )
                             })?;
-                            ok(StatusCode::OK, patched)
+                            admitted(StatusCode::OK, patched)
                         }
                     }
                 }

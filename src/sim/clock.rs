@@ -2,8 +2,8 @@
 //! ([`Timing`]), how much faster than the wall clock the simulation runs ([`Config::speed`]), and
 //! the per-object timers the controllers use to wait those delays out ([`Timers`]).
 //!
-//! Pure apart from reading the monotonic clock in [`Clock::now`]; depends on nothing else in the
-//! crate. Times are simulated milliseconds since the server started.
+//! Pure apart from reading the monotonic clock in [`Clock::now`]; depends only on
+//! [`super::version`]. Times are simulated milliseconds since the server started.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -62,12 +62,18 @@ pub struct Config {
     /// Run the KubeVirt/CDI behaviour (seed objects, webhooks, controllers). Off: a bare
     /// Kubernetes API server that stores what it is given.
     pub kubevirt: bool,
+    /// With [`Config::kubevirt`], also run the controllers. Off: the webhooks answer but no
+    /// controller writes anything (for admission tests that compare what a write stored).
+    pub controllers: bool,
     /// Whether a new VMI's guest agent connects, unless set per VM with
     /// [`super::controllers::Faults::set_guest_agent`].
     pub guest_agent: bool,
     /// Load the store from this file if it exists, save it there periodically and on
     /// shutdown.
     pub state: Option<std::path::PathBuf>,
+    /// The KubeVirt release the webhooks and controllers behave as (default the newest);
+    /// written into the KubeVirt CR's status on start.
+    pub kubevirt_version: super::version::KubeVirtVersion,
 }
 
 impl Default for Config {
@@ -76,8 +82,10 @@ impl Default for Config {
             timing: Timing::default(),
             speed: 1.0,
             kubevirt: true,
+            controllers: true,
             guest_agent: true,
             state: None,
+            kubevirt_version: super::version::KubeVirtVersion::default(),
         }
     }
 }

@@ -208,6 +208,12 @@ fn doc(which: Doc) -> Option<&'static Map<String, Value>> {
         .and_then(Value::as_object)
 }
 
+/// A definition of KubeVirt's vendored OpenAPI document (`schemas/kubevirt-swagger.json`, from
+/// KubeVirt's Go types), such as `v1.DomainSpec`; the webhooks' Go round trip walks these.
+pub fn kubevirt_definition(name: &str) -> Option<&'static Value> {
+    doc(Doc::KubeVirt).and_then(|d| d.get(name))
+}
+
 /// A position in a resource's schema while walking an object; `Unknown` where the schema says
 /// nothing (every list below it is atomic, every object granular).
 #[derive(Debug, Clone, Copy)]

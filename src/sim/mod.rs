@@ -23,6 +23,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod faults;
 pub mod fieldpath;
+pub mod gojson;
 pub mod openapi;
 pub mod resources;
 pub mod seed;
@@ -31,10 +32,12 @@ pub mod store;
 pub mod strategic;
 pub mod subresources;
 pub mod validation;
+pub mod version;
 
 pub use clock::{Config, Timing};
 pub use controllers::Faults;
 pub use store::persist;
+pub use version::KubeVirtVersion;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -124,6 +127,10 @@ impl Server {
         if config.kubevirt && fresh {
             seed::seed(&mut initial).map_err(Error::Seed)?;
         }
+        if config.kubevirt {
+            // Fresh or loaded, the cluster runs the configured release (as after an upgrade).
+            seed::set_version(&mut initial, config.kubevirt_version).map_err(Error::Seed)?;
+        }
         let shared = Arc::new(
             api::Shared::new(initial, addr.to_string(), stopped.clone())
                 .with_kubevirt(config.kubevirt),
@@ -136,7 +143,7 @@ impl Server {
             ));
         }
         let faults = Arc::new(Faults::default());
-        let controllers = config.kubevirt.then(|| {
+        let controllers = (config.kubevirt && config.controllers).then(|| {
             controllers::spawn(
                 Arc::clone(&shared),
                 config.clone(),

@@ -485,6 +485,59 @@ impl Store {
         Ok(object)
     }
 
+    /// Store an object that mutating admission changed after a dry [`Store::create_with`] or
+    /// [`Store::apply`] (`request` the body as sent, `admitted` the dry result as mutated): its
+    /// managed fields stay those the plain write recorded, because the API server runs the
+    /// field manager before mutating admission (k8s `handlers/create.go`).
+    pub fn create_admitted(
+        &mut self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        request: &Value,
+        admitted: Value,
+        dry_run: bool,
+    ) -> Result<Value, Error> {
+        let generated = request
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        let managers = Managers::of(&admitted);
+        let created =
+            self.create_inner(r, namespace, admitted, Write::dry(dry_run), Some(managers))?;
+        if generated && !dry_run {
+            // The dry write generated this name without counting it.
+            self.generated_names += 1;
+        }
+        Ok(created)
+    }
+
+    /// Store an object that mutating admission changed after a dry update, patch or apply,
+    /// keeping the managed fields that write recorded (k8s `handlers/update.go`: the field
+    /// manager's transformer runs before the admission transformer).
+    pub fn update_admitted(
+        &mut self,
+        r: &'static ResourceDef,
+        namespace: &str,
+        name: &str,
+        admitted: Value,
+        dry_run: bool,
+    ) -> Result<Value, Error> {
+        let managers = Managers::of(&admitted);
+        let updated = self.update_inner(
+            r,
+            namespace,
+            name,
+            admitted,
+            Target::Main,
+            Write::dry(dry_run),
+            Some(managers),
+        )?;
+        if !dry_run {
+            self.collect_garbage();
+        }
+        Ok(updated)
+    }
+
     /// Replace an object (PUT), or its status with [`Target::Status`].
     pub fn update(
         &mut self,

@@ -1,6 +1,7 @@
-//! KubeVirt's aggregated subresource API (`subresources.kubevirt.io`, facts §5): discovery of the
-//! group, VMI `pause`/`unpause` (200) and VM `start`/`stop`/`restart`/`migrate` (202), with the
-//! run-strategy rewrites, state change requests and 409s of virt-api.
+//! KubeVirt's aggregated subresource API (`subresources.kubevirt.io`, facts §5, §12): discovery
+//! of the group, VMI `pause`/`unpause` (200), VM `start`/`stop`/`restart`/`migrate` (202), with
+//! the run-strategy rewrites, state change requests and 409s of virt-api, and the guest agent's
+//! `filesystemlist`.
 //!
 //! The decisions ([`start`], [`stop`], [`restart`]) are pure; [`dispatch`] does the HTTP and
 //! the store writes. Depends on [`super::api`]'s shared state, [`super::store`] and the pure
@@ -279,6 +280,9 @@ fn resource_list(version: &str) -> Value {
             entry("virtualmachines/stop", "VirtualMachine"),
             entry("virtualmachines/restart", "VirtualMachine"),
             entry("virtualmachines/migrate", "VirtualMachine"),
+            json!({"name": "virtualmachineinstances/filesystemlist", "singularName": "",
+                   "namespaced": true, "kind": "VirtualMachineInstanceFileSystemList",
+                   "verbs": ["get"]}),
         ],
     })
 }
@@ -313,6 +317,17 @@ pub fn dispatch(
             ok_json(&g)
         }
         [v] if get && VERSIONS.contains(v) => ok_json(&resource_list(v)),
+        [
+            v,
+            "namespaces",
+            ns,
+            "virtualmachineinstances",
+            name,
+            "filesystemlist",
+        ] if VERSIONS.contains(v) && get => match filesystem_list(shared, ns, name) {
+            Ok(list) => ok_json(&list),
+            Err(e) => e.into_response(),
+        },
         [v, "namespaces", ns, plural, name, action] if VERSIONS.contains(v) => {
             if method != Method::PUT {
                 return Some(api::Error::MethodNotAllowed.into_response());
@@ -326,6 +341,66 @@ pub fn dispatch(
         }
         _ => api::Error::NoRoute.into_response(),
     })
+}
+
+/// The guest agent's filesystems (`GET …/virtualmachineinstances/{name}/filesystemlist`, kv:
+/// `pkg/virt-api/rest/subresource.go` L340-355; facts §12): 409 unless the VMI runs and has
+/// `AgentConnected`; then one filesystem per claim-backed disk, the first mounted at `/`, with
+/// the size the guest sees (see the controllers' guest disk pass).
+fn filesystem_list(shared: &Arc<Shared>, ns: &str, name: &str) -> Result<Value, Error> {
+    let vmi_def = resources::find("kubevirt.io", "v1", "virtualmachineinstances")
+        .ok_or_else(|| Error::BadRequest("KubeVirt kinds are not served".into()))?;
+    let vmi = shared
+        .store()
+        .get(vmi_def, ns, name)
+        .map_err(|_| Error::NotFound {
+            resource: "virtualmachineinstance",
+            name: name.to_string(),
+        })?;
+    let refuse = |message: &str| Error::Conflict {
+        resource: "virtualmachineinstance",
+        name: name.to_string(),
+        message: message.to_string(),
+    };
+    if text(&vmi, "/status/phase") != Some("Running") {
+        return Err(refuse("VMI is not running"));
+    }
+    if objects::condition(&vmi, "AgentConnected").is_none() {
+        return Err(refuse("VMI does not have guest agent connected"));
+    }
+    let sizes = shared
+        .guest_disks()
+        .get(objects::uid(&vmi))
+        .cloned()
+        .unwrap_or_default();
+    let disks = array(&vmi, "/spec/domain/devices/disks");
+    let mut items = Vec::new();
+    for (idx, disk) in disks.iter().enumerate() {
+        let Some(volume) = text(disk, "/name") else {
+            continue;
+        };
+        let Some(size) = sizes.get(volume) else {
+            continue;
+        };
+        let device = format!(
+            "vd{}",
+            char::from(b'a' + u8::try_from(idx % 26).unwrap_or(0))
+        );
+        let mount = if items.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/mnt/{volume}")
+        };
+        items.push(json!({
+            "diskName": format!("{device}1"),
+            "mountPoint": mount,
+            "fileSystemType": "ext4",
+            "usedBytes": size / 10,
+            "totalBytes": size,
+            "disk": [{"serial": text(disk, "/serial").unwrap_or_default(), "busType": "virtio"}],
+        }));
+    }
+    Ok(json!({"metadata": {}, "items": items}))
 }
 
 fn act(

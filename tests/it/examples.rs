@@ -1,5 +1,6 @@
 //! Acceptance: manifests written for real KubeVirt clusters are accepted by the simulated
-//! cluster as they are. Every document of KubeVirt's own examples (vendored in
+//! cluster as they are (with the alpha feature gates five of them need enabled, as on
+//! KubeVirt's own test clusters). Every document of KubeVirt's own examples (vendored in
 //! `tests/fixtures/kubevirt-examples/`) and of `schemas/testdata/` is created through kube-rs,
 //! and reads back with every field it was given; kubectl creates the whole directory with
 //! validation on (see `kubectl.rs`).
@@ -9,7 +10,7 @@ use kube::{Client, Config};
 use serde_json::Value;
 use wukong::sim::{Config as SimConfig, Server};
 
-use crate::support::{api_resource, eventually, root};
+use crate::support::{EXAMPLE_GATES, api_resource, enable_feature_gates, eventually, root};
 
 /// Every YAML document under `dir`, with its file name.
 pub fn documents(dir: &str) -> Vec<(String, Value)> {
@@ -162,6 +163,7 @@ async fn every_kubevirt_example_is_accepted_and_reaches_kubevirts_state() {
         )
         .await
         .unwrap();
+    enable_feature_gates(&client, EXAMPLE_GATES).await;
     create_all(&client, &docs).await;
     let mut checked = 0;
     for (file, doc) in &docs {
@@ -196,6 +198,7 @@ async fn every_kubevirt_example_is_accepted_and_reaches_kubevirts_state() {
     let client = Client::try_from(Config::new(server.url().parse().unwrap())).unwrap();
     let testdata = documents("schemas/testdata");
     assert_eq!(testdata.len(), 12);
+    enable_feature_gates(&client, EXAMPLE_GATES).await;
     create_all(&client, &testdata).await;
     server.shutdown().await.unwrap();
 }

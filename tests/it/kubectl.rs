@@ -351,6 +351,42 @@ async fn kubectl_creates_every_kubevirt_example() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 35);
+    // Five examples use alpha features (sidecar hooks, a host disk, a USB host device): KubeVirt
+    // denies them unless its CR enables the gates, as KubeVirt's own test clusters do.
+    let gated = "vm-cirros-with-sidecar-hook-configmap";
+    let ns_file = c.write(
+        "ns-gated.json",
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gated"}})
+            .to_string(),
+    );
+    c.ok(&["create", "-f", &ns_file]);
+    let denied = c.run(&[
+        "create",
+        "-n",
+        "gated",
+        "-f",
+        &dir.join(format!("{gated}.yaml")).to_string_lossy(),
+    ]);
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr)
+            .contains("sidecar feature gate is not enabled in kubevirt-config"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let gates = json!({"spec": {"configuration": {"developerConfiguration": {
+        "featureGates": ["Sidecar", "HostDisk", "HostDevices"]}}}});
+    c.ok(&[
+        "patch",
+        "kubevirts.kubevirt.io",
+        "kubevirt",
+        "-n",
+        "kubevirt",
+        "--type",
+        "merge",
+        "-p",
+        &gates.to_string(),
+    ]);
     let mut created = Vec::new();
     for file in &files {
         // Each file in its own namespace: two upstream examples share a name.

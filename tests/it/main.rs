@@ -17,6 +17,7 @@ mod hostile_input;
 mod injection;
 mod kubectl;
 mod kubevirt_rules;
+mod kubevirt_conformance;
 mod plan;
 mod plan_e2e;
 mod plan_props;

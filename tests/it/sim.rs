@@ -761,7 +761,8 @@ async fn events_are_selected_by_involved_object() {
     server.shutdown().await.unwrap();
 }
 
-/// `wukong sim` serves until interrupted, prints its URL and writes a working kubeconfig.
+/// `wukong sim` serves until interrupted, prints its URL and writes a working kubeconfig; its
+/// KubeVirt CR reports the release `--kubevirt-version` selected.
 #[tokio::test]
 async fn wukong_sim_command_serves_until_interrupted() {
     use std::io::{BufRead, BufReader};
@@ -780,7 +781,14 @@ async fn wukong_sim_command_serves_until_interrupted() {
     let kubeconfig_path = dir.path().join("kubeconfig");
     let mut guard = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_wukong"))
-            .args(["sim", "--listen", "127.0.0.1:0", "--kubeconfig-out"])
+            .args([
+                "sim",
+                "--listen",
+                "127.0.0.1:0",
+                "--kubevirt-version",
+                "1.8",
+            ])
+            .arg("--kubeconfig-out")
             .arg(&kubeconfig_path)
             .stdout(Stdio::piped())
             .spawn()
@@ -807,6 +815,15 @@ async fn wukong_sim_command_serves_until_interrupted() {
         .await
         .unwrap();
     assert!(list.items.is_empty());
+    let kubevirt = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("kubevirt.io", "v1", "KubeVirt"),
+        "kubevirts",
+    );
+    let cr = Api::<DynamicObject>::namespaced_with(client.clone(), "kubevirt", &kubevirt)
+        .get("kubevirt")
+        .await
+        .unwrap();
+    assert_eq!(cr.data["status"]["observedKubeVirtVersion"], "v1.8.0");
 
     let interrupt = Command::new("sh")
         .args(["-c", &format!("kill -INT {}", child.id())])
@@ -815,6 +832,20 @@ async fn wukong_sim_command_serves_until_interrupted() {
     assert!(interrupt.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn wukong_sim_refuses_an_unknown_kubevirt_version() {
+    let out = crate::support::wukong(
+        &["sim", "--kubevirt-version", "1.6"],
+        &crate::support::root(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown KubeVirt version `1.6`: the simulator knows 1.7, 1.8 and 1.9"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use kube::api::{
 };
 use kube::{Client, Config as KubeConfig};
 use serde_json::{Value, json};
-use wukong::sim::{Config, Server, Timing};
+use wukong::sim::{Config, KubeVirtVersion, Server, Timing};
 
 use crate::support::eventually;
 
@@ -799,7 +799,9 @@ async fn webhooks_reject_with_kubevirts_messages_on_every_write_path() {
     too_many["spec"]["template"]["spec"]["domain"]["cpu"]["maxSockets"] = json!(2);
     too_many["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"] = json!(3);
     let obj: DynamicObject = serde_json::from_value(too_many.clone()).unwrap();
-    let sockets = "admission webhook \"virtualmachine-validator.kubevirt.io\" denied the request: Number of sockets in CPU topology is greater than the maximum sockets allowed";
+    // Twice, as KubeVirt says it: once from the VMI spec checks, once from the live-update
+    // checks (fixture `variant-sockets-over-max`).
+    let sockets = "admission webhook \"virtualmachine-validator.kubevirt.io\" denied the request: Number of sockets in CPU topology is greater than the maximum sockets allowed, Number of sockets in CPU topology is greater than the maximum sockets allowed";
     assert_eq!(
         denied(vms(&client).create(&PostParams::default(), &obj).await),
         sockets
@@ -988,5 +990,383 @@ async fn a_settled_cluster_stops_writing() {
     let before = server.shared().store().revision();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.shared().store().revision(), before);
+    server.shutdown().await.unwrap();
+}
+
+async fn start_release(version: KubeVirtVersion) -> (Server, Client) {
+    start_with(Config {
+        kubevirt_version: version,
+        ..Config::fast()
+    })
+    .await
+}
+
+fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj["metadata"]["annotations"][key].as_str()
+}
+
+#[tokio::test]
+async fn virt_controller_marks_its_vms_and_lets_them_go_on_delete() {
+    let (server, client) = start().await;
+    let vm = running_vm(&client, "owned", None).await;
+    // kubevirt-facts.md §6: the finalizer and both API version annotations on the VM...
+    assert_eq!(
+        vm["metadata"]["finalizers"],
+        json!(["kubevirt.io/virtualMachineControllerFinalize"])
+    );
+    assert_eq!(
+        annotation(&vm, "kubevirt.io/latest-observed-api-version"),
+        Some("v1")
+    );
+    assert_eq!(
+        annotation(&vm, "kubevirt.io/storage-observed-api-version"),
+        Some("v1")
+    );
+    // ... and the finalizer on its VMI.
+    let vmi = get(&vmis(&client), "owned").await.unwrap();
+    assert_eq!(
+        vmi["metadata"]["finalizers"],
+        json!(["kubevirt.io/virtualMachineControllerFinalize"])
+    );
+    assert_eq!(
+        annotation(&vmi, "kubevirt.io/pci-topology-version"),
+        Some("v3")
+    );
+
+    // Deleting the VM: it terminates (its guest shuts down first), then it, its VMI and its
+    // DataVolume are gone.
+    let deleted = vms(&client)
+        .delete("owned", &Default::default())
+        .await
+        .unwrap();
+    let terminating = serde_json::to_value(deleted.left().expect("the terminating VM")).unwrap();
+    assert!(terminating["metadata"]["deletionTimestamp"].is_string());
+    eventually("the VM, its VMI and its DataVolume to go", || async {
+        let left = (
+            get(&vms(&client), "owned").await.is_some(),
+            get(&vmis(&client), "owned").await.is_some(),
+            get(&dvs(&client), "owned-root").await.is_some(),
+        );
+        if left == (false, false, false) {
+            Ok(())
+        } else {
+            Err(format!("(vm, vmi, dv) still there: {left:?}"))
+        }
+    })
+    .await;
+
+    // A VMI deleted by hand also shuts down before it goes; the VM starts a new one.
+    running_vm(&client, "again", None).await;
+    let first = get(&vmis(&client), "again").await.unwrap();
+    vmis(&client)
+        .delete("again", &Default::default())
+        .await
+        .unwrap();
+    eventually("a new VMI for the VM", || async {
+        match get(&vmis(&client), "again").await {
+            Some(v) if v["metadata"]["uid"] != first["metadata"]["uid"] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_update_that_drops_the_firmware_uuid_gets_the_legacy_one_and_needs_a_restart() {
+    let (server, client) = start().await;
+    let vm = running_vm(&client, "fw", None).await;
+    let random = vm["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"].clone();
+    // A PUT of the manifest as first sent: the webhook adds no firmware ids on UPDATE.
+    let mut replaced = vm_manifest("fw", None);
+    replaced["metadata"]["resourceVersion"] = vm["metadata"]["resourceVersion"].clone();
+    let obj: DynamicObject = serde_json::from_value(replaced).unwrap();
+    let stored = serde_json::to_value(
+        vms(&client)
+            .replace("fw", &PostParams::default(), &obj)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        stored
+            .pointer("/spec/template/spec/domain/firmware")
+            .is_none()
+    );
+    let vm = vm_condition(&client, "fw", "RestartRequired").await;
+    let legacy = vm["spec"]["template"]["spec"]["domain"]["firmware"]["uuid"].clone();
+    assert_ne!(legacy, random);
+    assert_eq!(
+        legacy,
+        json!(wukong::sim::controllers::vm::legacy_firmware_uuid("fw"))
+    );
+    assert_eq!(
+        condition(&vm, "RestartRequired").unwrap()["message"],
+        "a non-live-updatable field was changed in the template spec"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Change `cores` (not live-updatable), then put it back: KubeVirt 1.8+ drops RestartRequired
+/// again, 1.7.0 keeps it until a restart and meanwhile applies no live change.
+async fn restart_required_after_a_reverted_edit(version: KubeVirtVersion) -> (Value, Value) {
+    let (server, client) = start_release(version).await;
+    running_vm(&client, "rr", None).await;
+    let cores = |n: u64| json!({"spec": {"template": {"spec": {"domain": {"cpu": {"cores": n}}}}}});
+    merge(&vms(&client), "rr", cores(4)).await.unwrap();
+    vm_condition(&client, "rr", "RestartRequired").await;
+    merge(&vms(&client), "rr", cores(2)).await.unwrap();
+    // A live change after the revert: one more socket.
+    merge(
+        &vms(&client),
+        "rr",
+        json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 2}}}}}}),
+    )
+    .await
+    .unwrap();
+    let settled = eventually("the VM to settle", || async {
+        let vm = get(&vms(&client), "rr").await.unwrap();
+        let vmi = get(&vmis(&client), "rr").await.unwrap();
+        let generation = &vm["metadata"]["generation"];
+        if vm["status"]["desiredGeneration"] == *generation
+            && (condition(&vm, "RestartRequired").is_none() || version == KubeVirtVersion::V1_7)
+        {
+            Ok((vm, vmi))
+        } else {
+            Err(vm["status"].to_string())
+        }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+    settled
+}
+
+#[tokio::test]
+async fn restart_required_is_recomputed_from_1_8_and_sticky_in_1_7() {
+    for version in [KubeVirtVersion::V1_9, KubeVirtVersion::V1_8] {
+        let (vm, vmi) = restart_required_after_a_reverted_edit(version).await;
+        assert!(condition(&vm, "RestartRequired").is_none(), "{version}");
+        assert_eq!(vmi["spec"]["domain"]["cpu"]["sockets"], 2, "{version}");
+    }
+    let (vm, vmi) = restart_required_after_a_reverted_edit(KubeVirtVersion::V1_7).await;
+    assert_eq!(
+        condition(&vm, "RestartRequired").unwrap()["message"],
+        "a non-live-updatable field was changed in the template spec"
+    );
+    assert_eq!(
+        vmi["spec"]["domain"]["cpu"]["sockets"], 1,
+        "not hot-plugged while it stands"
+    );
+}
+
+#[tokio::test]
+async fn each_release_writes_its_own_defaults_and_reports_its_version() {
+    for (version, observed) in [
+        (KubeVirtVersion::V1_7, "v1.7.0"),
+        (KubeVirtVersion::V1_8, "v1.8.0"),
+        (KubeVirtVersion::V1_9, "v1.9.0"),
+    ] {
+        let (server, client) = start_release(version).await;
+        let kv: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            "kubevirt",
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("kubevirt.io", "v1", "KubeVirt"),
+                "kubevirts",
+            ),
+        );
+        let cr = serde_json::to_value(kv.get("kubevirt").await.unwrap()).unwrap();
+        assert_eq!(cr["status"]["observedKubeVirtVersion"], observed);
+
+        let created = create_vm(&client, vm_manifest("d", None)).await;
+        let template = &created["spec"]["template"];
+        let annotated = annotation(template, "kubevirt.io/pci-topology-version");
+        if version == KubeVirtVersion::V1_7 {
+            assert_eq!(template["metadata"]["creationTimestamp"], Value::Null);
+            assert!(template["metadata"].get("creationTimestamp").is_some());
+            assert_eq!(annotated, None);
+        } else {
+            assert!(template["metadata"].get("creationTimestamp").is_none());
+            assert_eq!(annotated, Some("v3"));
+        }
+        assert_eq!(template["spec"]["domain"]["resources"], json!({}));
+        // A template that lost the annotation gets the running VMI's back from 1.8.
+        vm_status_is(&client, "d", "/status/printableStatus", json!("Running")).await;
+        if version != KubeVirtVersion::V1_7 {
+            vms(&client)
+                .patch(
+                    "d",
+                    &PatchParams::default(),
+                    &Patch::Json::<()>(
+                        serde_json::from_value(json!([{"op": "remove",
+                            "path": "/spec/template/metadata/annotations"}]))
+                        .unwrap(),
+                    ),
+                )
+                .await
+                .unwrap();
+            eventually("the PCI topology annotation to come back", || async {
+                let vm = get(&vms(&client), "d").await.unwrap();
+                match annotation(&vm["spec"]["template"], "kubevirt.io/pci-topology-version") {
+                    Some("v3") => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await;
+        }
+        server.shutdown().await.unwrap();
+    }
+}
+
+/// The guest agent's view of a VMI's filesystems (`GET …/filesystemlist`): the HTTP code and
+/// the body.
+async fn filesystems(client: &Client, name: &str) -> (u16, Value) {
+    let request = axum::http::Request::get(format!(
+        "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{name}/filesystemlist"
+    ))
+    .body(kube::client::Body::from(Vec::new()))
+    .unwrap();
+    let response = client.send(request).await.unwrap();
+    let code = response.status().as_u16();
+    let body = response.into_body().collect_bytes().await.unwrap();
+    (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Grow a running VM's claim from 10Gi to 20Gi; what the guest's root filesystem reports once
+/// the claim and the VMI's claim info show 20Gi.
+async fn guest_size_after_growth(version: KubeVirtVersion, gates: &[&str]) -> Value {
+    let (server, client) = start_release(version).await;
+    if !gates.is_empty() {
+        crate::support::enable_feature_gates(&client, gates).await;
+    }
+    running_vm(&client, "grow", None).await;
+    let root = eventually("the guest agent's filesystems", || async {
+        match filesystems(&client, "grow").await {
+            (200, list) if list["items"][0]["totalBytes"].is_u64() => Ok(list),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(root["items"][0]["mountPoint"], "/");
+    assert_eq!(root["items"][0]["totalBytes"], 10u64 << 30);
+    pvcs(&client)
+        .patch(
+            "grow-root",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "20Gi"}}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the VMI's claim info to show 20Gi", || async {
+        let vmi = get(&vmis(&client), "grow").await.unwrap();
+        let info = &vmi["status"]["volumeStatus"][0]["persistentVolumeClaimInfo"];
+        (info["capacity"]["storage"] == "20Gi")
+            .then_some(())
+            .ok_or_else(|| info.to_string())
+    })
+    .await;
+    // One more pass of the controllers after the claim info changed.
+    merge(
+        &vms(&client),
+        "grow",
+        json!({"metadata": {"labels": {"poke": "1"}}}),
+    )
+    .await
+    .unwrap();
+    let list = eventually("the guest to settle", || async {
+        let (code, list) = filesystems(&client, "grow").await;
+        let vm = get(&vms(&client), "grow").await.unwrap();
+        if code == 200 && vm["status"]["desiredGeneration"] == vm["metadata"]["generation"] {
+            Ok(list)
+        } else {
+            Err(format!("{code} {list}"))
+        }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+    list["items"][0]["totalBytes"].clone()
+}
+
+#[tokio::test]
+async fn a_grown_claim_reaches_the_guest_with_expand_disks_only() {
+    // GA in v1.9.0: no gate needed.
+    assert_eq!(
+        guest_size_after_growth(KubeVirtVersion::V1_9, &[]).await,
+        json!(20u64 << 30)
+    );
+    // v1.8.x: Alpha. Without the gate the guest keeps the size it booted with.
+    assert_eq!(
+        guest_size_after_growth(KubeVirtVersion::V1_8, &[]).await,
+        json!(10u64 << 30)
+    );
+    assert_eq!(
+        guest_size_after_growth(KubeVirtVersion::V1_8, &["ExpandDisks"]).await,
+        json!(20u64 << 30)
+    );
+}
+
+#[tokio::test]
+async fn the_guest_agent_answers_only_for_a_running_vmi_with_an_agent() {
+    let (server, client) = start().await;
+    server
+        .kubevirt_faults()
+        .set_guest_agent("default", "quiet", false);
+    running_vm(&client, "quiet", None).await;
+    let (code, body) = filesystems(&client, "quiet").await;
+    assert_eq!(code, 409);
+    assert_eq!(
+        body["message"],
+        "Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io \"quiet\": VMI does not have guest agent connected"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn what_the_webhook_adds_belongs_to_no_field_manager() {
+    let (server, client) = start_with(Config {
+        controllers: false,
+        ..Config::fast()
+    })
+    .await;
+    let params = PatchParams::apply("wukong");
+    let manifest = vm_manifest("ssa", None);
+    let applied = vms(&client)
+        .patch("ssa", &params, &Patch::Apply(&manifest))
+        .await
+        .unwrap();
+    let applied = serde_json::to_value(applied).unwrap();
+    // The webhook's fields are stored...
+    let domain = &applied["spec"]["template"]["spec"]["domain"];
+    assert_eq!(domain["resources"], json!({}));
+    assert!(domain["firmware"]["uuid"].is_string());
+    // ... but not recorded as the applier's (the field manager ran before the webhook).
+    let owned = applied["metadata"]["managedFields"][0]["fieldsV1"].to_string();
+    assert_eq!(applied["metadata"]["managedFields"][0]["manager"], "wukong");
+    for foreign in [
+        "f:resources",
+        "f:firmware",
+        "f:machine",
+        "f:architecture",
+        "f:annotations",
+    ] {
+        assert!(
+            !owned.contains(foreign),
+            "{foreign} owned by wukong: {owned}"
+        );
+    }
+    // Re-applying the same manifest keeps them and writes nothing.
+    let again = vms(&client)
+        .patch("ssa", &params, &Patch::Apply(&manifest))
+        .await
+        .unwrap();
+    let again = serde_json::to_value(again).unwrap();
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        applied["metadata"]["resourceVersion"]
+    );
+    assert_eq!(
+        again["spec"]["template"]["spec"]["domain"]["firmware"],
+        domain["firmware"]
+    );
     server.shutdown().await.unwrap();
 }

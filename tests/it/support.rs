@@ -210,3 +210,22 @@ pub fn condition(v: &serde_json::Value, kind: &str) -> Option<String> {
         .and_then(|c| c["status"].as_str())
         .map(str::to_owned)
 }
+
+/// The alpha feature gates some of KubeVirt's examples use (sidecar hooks, a host disk, a USB
+/// host device); KubeVirt denies those examples unless its CR enables them.
+pub const EXAMPLE_GATES: &[&str] = &["Sidecar", "HostDisk", "HostDevices"];
+
+/// Enable feature gates in the KubeVirt CR `kubevirt/kubevirt`, as an admin would (merge patch).
+pub async fn enable_feature_gates(client: &kube::Client, gates: &[&str]) {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kubevirt.io", "v1", "KubeVirt"),
+        "kubevirts",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "kubevirt", &resource);
+    let patch = serde_json::json!({"spec": {"configuration": {"developerConfiguration": {
+        "featureGates": gates}}}});
+    api.patch("kubevirt", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}

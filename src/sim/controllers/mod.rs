@@ -102,6 +102,9 @@ pub struct Memory {
     stopping: BTreeSet<String>,
     /// VMIs to pause when they reach Running, by uid.
     start_paused: BTreeSet<String>,
+    /// The size each claim-backed disk has inside the guest (virt-launcher's view), by VMI uid
+    /// and volume name; published to [`Shared::guest_disks`] for the agent's `filesystemlist`.
+    guest_disks: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// Start the controllers on `shared`'s store; they stop when `shutdown` becomes true.
@@ -137,6 +140,9 @@ async fn run(
             pass::reconcile(s, &mut p);
             Ok(())
         });
+        if *shared.guest_disks() != memory.guest_disks {
+            *shared.guest_disks() = memory.guest_disks.clone();
+        }
         let wait = memory.timers.take_next_due().map_or(IDLE_POLL, |due| {
             clock.wall(due.saturating_sub(clock.now())).min(IDLE_POLL)
         });

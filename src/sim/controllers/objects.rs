@@ -7,6 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::quantity::Quantity;
+use crate::sim::version::KubeVirtVersion;
 
 /// The API version of KubeVirt's core kinds.
 pub const KUBEVIRT_API: &str = "kubevirt.io/v1";
@@ -243,6 +244,24 @@ pub struct KvConfig {
     pub max_hotplug_ratio: u64,
     pub max_cpu_sockets: Option<u64>,
     pub max_guest: Option<u64>,
+    /// The release the cluster runs (`status.observedKubeVirtVersion`; the newest the simulator
+    /// knows when missing or unknown).
+    pub version: KubeVirtVersion,
+    /// `developerConfiguration.featureGates` and `.disabledFeatureGates`.
+    pub feature_gates: Vec<String>,
+    pub disabled_feature_gates: Vec<String>,
+    /// `status.defaultArchitecture` (virt-operator reports the control plane's; `amd64` here).
+    pub default_architecture: String,
+    /// `configuration.machineType` (deprecated cluster-wide override) and
+    /// `configuration.architectureConfiguration.<arch>.machineType`.
+    pub machine_type: Option<String>,
+    pub arch_machine_types: Vec<(String, String)>,
+    /// `configuration.emulatedMachines` (deprecated) and
+    /// `configuration.architectureConfiguration.<arch>.emulatedMachines`.
+    pub emulated_machines: Option<Vec<String>>,
+    pub arch_emulated_machines: Vec<(String, Vec<String>)>,
+    /// `configuration.network.permitBridgeInterfaceOnPodNetwork` (default true).
+    pub permit_bridge_on_pod_network: bool,
 }
 
 impl Default for KvConfig {
@@ -261,6 +280,7 @@ impl KvConfig {
             .filter_map(Value::as_str)
             .collect();
         let live = "/spec/configuration/liveUpdateConfiguration";
+        let arch_config = "/spec/configuration/architectureConfiguration";
         Self {
             live_update: text(kv, "/spec/configuration/vmRolloutStrategy")
                 .is_none_or(|s| s == "LiveUpdate"),
@@ -271,8 +291,113 @@ impl KvConfig {
                 .unwrap_or(DEFAULT_MAX_HOTPLUG_RATIO),
             max_cpu_sockets: number(kv, &format!("{live}/maxCpuSockets")),
             max_guest: bytes(kv, &format!("{live}/maxGuest")),
+            version: text(kv, "/status/observedKubeVirtVersion")
+                .and_then(|v| KubeVirtVersion::parse(v).ok())
+                .unwrap_or_default(),
+            feature_gates: strings(
+                kv,
+                "/spec/configuration/developerConfiguration/featureGates",
+            ),
+            disabled_feature_gates: strings(
+                kv,
+                "/spec/configuration/developerConfiguration/disabledFeatureGates",
+            ),
+            default_architecture: text(kv, "/status/defaultArchitecture")
+                .filter(|a| !a.is_empty())
+                .unwrap_or("amd64")
+                .to_string(),
+            machine_type: text(kv, "/spec/configuration/machineType")
+                .filter(|m| !m.is_empty())
+                .map(String::from),
+            arch_machine_types: ARCHITECTURES
+                .iter()
+                .filter_map(|a| {
+                    text(kv, &format!("{arch_config}/{a}/machineType"))
+                        .filter(|m| !m.is_empty())
+                        .map(|m| (a.to_string(), m.to_string()))
+                })
+                .collect(),
+            emulated_machines: kv
+                .pointer("/spec/configuration/emulatedMachines")
+                .and_then(Value::as_array)
+                .map(|_| strings(kv, "/spec/configuration/emulatedMachines")),
+            arch_emulated_machines: ARCHITECTURES
+                .iter()
+                .filter_map(|a| {
+                    let pointer = format!("{arch_config}/{a}/emulatedMachines");
+                    kv.pointer(&pointer)
+                        .and_then(Value::as_array)
+                        .map(|_| (a.to_string(), strings(kv, &pointer)))
+                })
+                .collect(),
+            permit_bridge_on_pod_network: kv
+                .pointer("/spec/configuration/network/permitBridgeInterfaceOnPodNetwork")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
         }
     }
+
+    /// Whether a feature gate is on in this cluster (its release's maturity and the CR's lists).
+    pub fn gate(&self, name: &str) -> bool {
+        self.version
+            .gate_enabled(name, &self.feature_gates, &self.disabled_feature_gates)
+    }
+
+    /// `ClusterConfig.GetMachineType(arch)` (kv: `pkg/virt-config/virt-config.go` L162-175, the
+    /// defaults L58-60): the cluster-wide override, else the architecture's.
+    pub fn machine_type(&self, arch: &str) -> String {
+        if let Some(m) = &self.machine_type {
+            return m.clone();
+        }
+        let arch = normalized_arch(arch);
+        if let Some((_, m)) = self.arch_machine_types.iter().find(|(a, _)| a == arch) {
+            return m.clone();
+        }
+        match arch {
+            "arm64" => "virt",
+            "s390x" => "s390-ccw-virtio",
+            _ => "q35",
+        }
+        .to_string()
+    }
+
+    /// `ClusterConfig.GetEmulatedMachines(arch)` (virt-config.go L193-206, defaults L63-65).
+    pub fn emulated_machines(&self, arch: &str) -> Vec<String> {
+        if let Some(m) = &self.emulated_machines {
+            return m.clone();
+        }
+        let arch = normalized_arch(arch);
+        if let Some((_, m)) = self.arch_emulated_machines.iter().find(|(a, _)| a == arch) {
+            return m.clone();
+        }
+        let defaults: &[&str] = match arch {
+            "arm64" => &["virt*"],
+            "s390x" => &["s390-ccw-virtio*"],
+            _ => &["q35*", "pc-q35*"],
+        };
+        defaults.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// The architectures KubeVirt configures per architecture (`ArchConfiguration`).
+const ARCHITECTURES: [&str; 3] = ["amd64", "arm64", "s390x"];
+
+/// The architecture configuration `GetMachineType` and `GetEmulatedMachines` pick: arm64 and
+/// s390x their own, anything else amd64's.
+fn normalized_arch(arch: &str) -> &str {
+    match arch {
+        "arm64" | "s390x" => arch,
+        _ => "amd64",
+    }
+}
+
+/// The strings of the array at a JSON pointer.
+fn strings(obj: &Value, pointer: &str) -> Vec<String> {
+    array(obj, pointer)
+        .iter()
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect()
 }
 
 #[cfg(test)]

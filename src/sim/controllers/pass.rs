@@ -160,6 +160,7 @@ pub fn reconcile(store: &mut Store, p: &mut Pass<'_>) {
     vm_pass(store, &d, p, &kv);
     stop_pass(store, &d, p);
     vmi_pass(store, &d, p);
+    guest_disk_pass(store, &d, p, &kv);
     workload_updater(store, &d, p, &kv);
     migration_pass(store, &d, p);
 
@@ -173,6 +174,49 @@ pub fn reconcile(store: &mut Store, p: &mut Pass<'_>) {
     p.mem.started.retain(|uid, _| live.contains(uid));
     p.mem.stopping.retain(|uid| live.contains(uid));
     p.mem.start_paused.retain(|uid| live.contains(uid));
+    p.mem.guest_disks.retain(|uid, _| live.contains(uid));
+}
+
+/// virt-launcher's disk sizes (facts §4): a claim-backed disk has, in the guest, the size of
+/// `min(requests, capacity)` of its claim (kv: `pkg/storage/types/pvc.go` L296-318
+/// `GetDiskCapacity`) when the domain starts; a claim grown later reaches the running guest only
+/// through online expansion (`expandDisksOnline`, kv: `pkg/virt-launcher/virtwrap/
+/// disk_expansion.go` L67-104), which v1.8.x and older skip unless the KubeVirt CR lists the
+/// ExpandDisks gate (GA in v1.9.0). The simulated guest grows its filesystem with its disk.
+fn guest_disk_pass(store: &Store, d: &Defs, p: &mut Pass<'_>, kv: &KvConfig) {
+    let expand = kv.gate(crate::sim::version::EXPAND_DISKS);
+    for vmi in list(store, d.vmi) {
+        if text(&vmi, "/status/phase") != Some("Running") {
+            continue;
+        }
+        let disks = p
+            .mem
+            .guest_disks
+            .entry(objects::uid(&vmi).to_string())
+            .or_default();
+        for status in array(&vmi, "/status/volumeStatus") {
+            let (Some(volume), Some(info)) = (
+                text(status, "/name"),
+                status.get("persistentVolumeClaimInfo"),
+            ) else {
+                continue;
+            };
+            let (Some(capacity), Some(request)) = (
+                bytes(info, "/capacity/storage"),
+                bytes(info, "/requests/storage"),
+            ) else {
+                continue;
+            };
+            let size = capacity.min(request);
+            match disks.get_mut(volume) {
+                None => {
+                    disks.insert(volume.to_string(), size);
+                }
+                Some(seen) if expand && size > *seen => *seen = size,
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 /// Delete what the controllers created for an owner that is gone (the garbage collector's
@@ -185,7 +229,13 @@ fn collect_garbage(store: &mut Store, d: &Defs) {
     for (r, owner) in [(d.vmi, "VirtualMachine"), (d.dv, "VirtualMachine")] {
         for obj in list(store, r) {
             if objects::controller_uid(&obj, owner).is_some_and(|u| !vms.contains(u)) {
-                delete(store, r, &obj);
+                if r.plural == d.vmi.plural {
+                    // The VMI controller drops the VM controller's finalizer of a VMI whose VM
+                    // is gone (kv: `pkg/virt-controller/watch/vmi/lifecycle.go` L475-478).
+                    finish_vmi(store, d, &obj);
+                } else {
+                    delete(store, r, &obj);
+                }
             }
         }
     }
@@ -423,6 +473,46 @@ fn strip_nulls(v: &Value) -> Value {
     }
 }
 
+/// What the VM controller writes into the VM object itself before it looks at the instance
+/// (vm.go `execute` L374-384, `sync` L3243-3262, L3331-3356): the API version annotations
+/// (alone, as the first write of a reconcile), the finalizer (or, for a VM being deleted whose
+/// instance is gone, its removal), the legacy firmware UUID of a template without one, and the
+/// running VMI's PCI topology annotations (v1.8.0 and later). Returns the VM as stored, or
+/// `None` when this reconcile wrote the annotations or let a deleted VM go.
+fn vm_object_sync(
+    store: &mut Store,
+    d: &Defs,
+    kv: &KvConfig,
+    vm: Value,
+    vmi: Option<&Value>,
+) -> Option<Value> {
+    if !vm::observed_latest_api_version(&vm) {
+        let mut after = vm.clone();
+        vm::set_api_version_annotations(&mut after);
+        save(store, d.vm, &vm, &after);
+        return None;
+    }
+    let mut after = vm.clone();
+    if vm.pointer("/metadata/deletionTimestamp").is_some() {
+        // L3243-3249: the finalizer goes once no instance is left (or dependents are orphaned).
+        let orphan = vm::has_finalizer(&vm, "orphan");
+        if vmi.is_none() || orphan {
+            vm::remove_finalizer(&mut after);
+            save(store, d.vm, &vm, &after);
+            return None;
+        }
+        return Some(vm);
+    }
+    vm::add_finalizer(&mut after);
+    vm::sync_firmware_uuid(&mut after);
+    if kv.version.syncs_pci_topology_to_vm()
+        && let Some(i) = vmi
+    {
+        vm::sync_pci_topology(&mut after, i);
+    }
+    save(store, d.vm, &vm, &after)
+}
+
 /// KubeVirt's VM controller.
 fn vm_pass(store: &mut Store, d: &Defs, p: &mut Pass<'_>, kv: &KvConfig) {
     for vm in list(store, d.vm) {
@@ -431,6 +521,10 @@ fn vm_pass(store: &mut Store, d: &Defs, p: &mut Pass<'_>, kv: &KvConfig) {
         let vm_uid = objects::uid(&vm).to_string();
         let vmi = get(store, d.vmi, &ns, &name)
             .filter(|i| objects::controller_uid(i, "VirtualMachine").is_none_or(|u| u == vm_uid));
+        let Some(vm) = vm_object_sync(store, d, kv, vm, vmi.as_ref()) else {
+            continue;
+        };
+        let terminating = vm.pointer("/metadata/deletionTimestamp").is_some();
         let template = vm
             .pointer("/spec/template/spec")
             .cloned()
@@ -440,7 +534,14 @@ fn vm_pass(store: &mut Store, d: &Defs, p: &mut Pass<'_>, kv: &KvConfig) {
             .is_some_and(|i| p.mem.stopping.contains(objects::uid(i)));
         let volumes = volume_state(store, d, &vm);
         let original_requests = array(&vm, "/status/stateChangeRequests").to_vec();
-        let (action, mut requests) = vm::run_action(&vm, vmi.as_ref(), stopping);
+        let (mut action, mut requests) = vm::run_action(&vm, vmi.as_ref(), stopping);
+        if terminating {
+            // L3250-3256: a VM being deleted has its instance stopped, never started.
+            action = match &vmi {
+                Some(_) if !stopping => vm::RunAction::Stop,
+                _ => vm::RunAction::None,
+            };
+        }
         let mut vmi_now = vmi.clone();
         match action {
             vm::RunAction::Start { paused } => {
@@ -489,7 +590,12 @@ fn vm_pass(store: &mut Store, d: &Defs, p: &mut Pass<'_>, kv: &KvConfig) {
                     after["spec"] = spec;
                     vmi_now = save(store, d.vmi, &i, &after).or(vmi_now);
                 }
-            } else if vm::non_live_changed(&template, &started, kv.live_update) {
+            } else if vm::non_live_changed(
+                &template,
+                &started,
+                i.get("spec").unwrap_or(&Value::Null),
+                kv,
+            ) {
                 restart_required = Some(
                     existing_rr
                         .clone()
@@ -554,11 +660,31 @@ fn vm_pass(store: &mut Store, d: &Defs, p: &mut Pass<'_>, kv: &KvConfig) {
 fn stop_pass(store: &mut Store, d: &Defs, p: &mut Pass<'_>) {
     for vmi in list(store, d.vmi) {
         let uid = objects::uid(&vmi).to_string();
+        if vmi.pointer("/metadata/deletionTimestamp").is_some() {
+            // Deleted by someone: virt-handler shuts the guest down first.
+            p.mem.stopping.insert(uid.clone());
+        }
         if p.mem.stopping.contains(&uid)
             && p.mem.timers.due(&uid, "shutdown", p.timing.shutdown, p.now)
         {
-            delete(store, d.vmi, &vmi);
+            finish_vmi(store, d, &vmi);
             p.mem.stopping.remove(&uid);
+        }
+    }
+}
+
+/// A VMI whose guest is gone: delete it and, as the VM controller does once it recorded the
+/// final state (vm.go L2510-2518, `removeVMIFinalizer`), drop the controller's finalizer so
+/// the deletion completes.
+fn finish_vmi(store: &mut Store, d: &Defs, vmi: &Value) {
+    delete(store, d.vmi, vmi);
+    let (ns, name) = (objects::namespace(vmi), objects::name(vmi));
+    if let Some(current) = get(store, d.vmi, ns, name)
+        && objects::uid(&current) == objects::uid(vmi)
+    {
+        let mut after = current.clone();
+        if vm::remove_finalizer(&mut after) {
+            save(store, d.vmi, &current, &after);
         }
     }
 }

@@ -27,6 +27,146 @@ pub const MEMORY_BELOW_BOOT: &str =
 pub const MEMORY_ABOVE_MAX: &str =
     "memory updated in template spec to a value higher than what's available";
 
+/// virt-controller's finalizer on every VM and on the VMIs it creates (kv:
+/// `staging/src/kubevirt.io/api/core/v1/types.go` L1253).
+pub const FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
+/// The API version annotations every KubeVirt controller writes on its objects (types.go
+/// L1140-1141; both `v1`, `register.go` L35-37).
+pub const LATEST_API_ANNOTATION: &str = "kubevirt.io/latest-observed-api-version";
+pub const STORAGE_API_ANNOTATION: &str = "kubevirt.io/storage-observed-api-version";
+pub const API_VERSION: &str = "v1";
+/// The namespace of the legacy, name-derived firmware UUIDs (kv:
+/// `pkg/virt-controller/watch/vm/firmware.go` L83-89, `magicUUID`).
+const LEGACY_UUID_NAMESPACE: [u8; 16] = [
+    0x6a, 0x1a, 0x24, 0xa1, 0x40, 0x61, 0x46, 0x07, 0x8b, 0xf4, 0xa3, 0x96, 0x3d, 0x0c, 0x58, 0x95,
+];
+
+/// `controller.ObservedLatestApiVersionAnnotation` (kv: `pkg/controller/controller.go`
+/// L240-251).
+pub fn observed_latest_api_version(obj: &Value) -> bool {
+    annotation(obj, LATEST_API_ANNOTATION) == Some(API_VERSION)
+}
+
+/// `controller.SetLatestApiVersionAnnotation` (controller.go L253-262), which the VM controller
+/// writes as the first step of a reconcile whenever the latest one is missing (vm.go
+/// L374-384).
+pub fn set_api_version_annotations(obj: &mut Value) {
+    let annotations = objects::object_at(obj, "/metadata/annotations");
+    annotations.insert(LATEST_API_ANNOTATION.into(), json!(API_VERSION));
+    annotations.insert(STORAGE_API_ANNOTATION.into(), json!(API_VERSION));
+}
+
+fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+}
+
+/// Whether `obj` carries `finalizer`.
+pub fn has_finalizer(obj: &Value, finalizer: &str) -> bool {
+    array(obj, "/metadata/finalizers")
+        .iter()
+        .any(|f| f.as_str() == Some(finalizer))
+}
+
+/// Append the controller's finalizer (`addVMFinalizer`, vm.go L2370-2390); whether it was
+/// missing.
+pub fn add_finalizer(obj: &mut Value) -> bool {
+    if has_finalizer(obj, FINALIZER) {
+        return false;
+    }
+    let meta = objects::object_at(obj, "/metadata");
+    match meta.get_mut("finalizers").and_then(Value::as_array_mut) {
+        Some(list) => list.push(json!(FINALIZER)),
+        None => {
+            meta.insert("finalizers".into(), json!([FINALIZER]));
+        }
+    }
+    true
+}
+
+/// Remove the controller's finalizer (`removeVMFinalizer` / `removeVMIFinalizer`, vm.go
+/// L2322-2368); whether it was there.
+pub fn remove_finalizer(obj: &mut Value) -> bool {
+    if !has_finalizer(obj, FINALIZER) {
+        return false;
+    }
+    if let Some(list) = obj
+        .pointer_mut("/metadata/finalizers")
+        .and_then(Value::as_array_mut)
+    {
+        list.retain(|f| f.as_str() != Some(FINALIZER));
+    }
+    true
+}
+
+/// `CalculateLegacyUUID` (firmware.go L87-89): a version-5 UUID of the VM's name.
+pub fn legacy_firmware_uuid(name: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let mut hasher = Sha1::new();
+    hasher.update(LEGACY_UUID_NAMESPACE);
+    hasher.update(name.as_bytes());
+    let digest = hasher.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The firmware synchronizer (`FirmwareController.Sync`, firmware.go L48-66): a template
+/// without a firmware UUID (an UPDATE dropped the one the webhook set at CREATE) gets the legacy
+/// name-derived UUID. Returns whether the template changed.
+pub fn sync_firmware_uuid(vm: &mut Value) -> bool {
+    let pointer = "/spec/template/spec/domain/firmware/uuid";
+    if vm
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .is_some_and(|u| !u.is_empty())
+    {
+        return false;
+    }
+    let uuid = legacy_firmware_uuid(objects::name(vm));
+    objects::object_at(vm, "/spec/template/spec/domain/firmware")
+        .insert("uuid".into(), json!(uuid));
+    true
+}
+
+/// `syncPCITopologyAnnotationsToVM` (vm.go L3198-3221; v1.8.0 and later): a template without a
+/// PCI topology annotation gets the running VMI's, and its interface slot count. Returns whether
+/// the template changed.
+pub fn sync_pci_topology(vm: &mut Value, vmi: &Value) -> bool {
+    const VERSION: &str = "kubevirt.io/pci-topology-version";
+    const SLOTS: &str = "kubevirt.io/pci-interface-slot-count";
+    let Some(version) = annotation(vmi, VERSION).filter(|v| !v.is_empty()) else {
+        return false;
+    };
+    let has = vm
+        .pointer("/spec/template/metadata/annotations")
+        .and_then(|a| a.get(VERSION))
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.is_empty());
+    if has {
+        return false;
+    }
+    let slots = annotation(vmi, SLOTS).map(String::from);
+    let version = version.to_string();
+    let annotations = objects::object_at(vm, "/spec/template/metadata/annotations");
+    annotations.insert(VERSION.into(), json!(version));
+    if let Some(count) = slots {
+        annotations.insert(SLOTS.into(), json!(count));
+    }
+    true
+}
+
 /// Millicores added per hot-plugged vCPU: 1000 / the default `cpuAllocationRatio` (10).
 const MILLICORES_PER_VCPU: i128 = 100;
 
@@ -113,9 +253,13 @@ fn run_action_after(
     run_action(&rest, vmi, stopping)
 }
 
-/// The template spec with the live-updatable fields taken from `current` (facts §6), and
-/// interfaces and networks left out (they are compared by [`nic_restart_required`]).
-fn comparable(spec: &Value, current: &Value, live_update: bool) -> Value {
+/// The start-revision spec with the live-updatable fields taken from `current`, as
+/// `syncRestartRequired` builds it (kv: `pkg/virt-controller/watch/vm/vm.go` L3024-3056; facts
+/// §6): under LiveUpdate `domain.cpu.sockets` (when both have a `cpu`), `domain.memory.guest`
+/// (when the current one has it), `nodeSelector`, `affinity` and `tolerations`; from v1.8.0 a
+/// firmware UUID equal to the running VMI's. Interfaces and networks are left out of both sides
+/// here; [`nic_restart_required`] judges them (L3043-3046).
+fn comparable(spec: &Value, current: &Value, vmi_spec: &Value, kv: &KvConfig) -> Value {
     let mut s = spec.clone();
     if let Some(domain) = s
         .pointer_mut("/domain/devices")
@@ -126,7 +270,13 @@ fn comparable(spec: &Value, current: &Value, live_update: bool) -> Value {
     if let Some(m) = s.as_object_mut() {
         m.remove("networks");
     }
-    if !live_update {
+    if kv.version.ignores_matching_firmware_uuid()
+        && let Some(uuid) = current.pointer("/domain/firmware/uuid")
+        && vmi_spec.pointer("/domain/firmware/uuid") == Some(uuid)
+    {
+        objects::object_at(&mut s, "/domain/firmware").insert("uuid".into(), uuid.clone());
+    }
+    if !kv.live_update {
         return s;
     }
     if s.pointer("/domain/cpu").is_some() && current.pointer("/domain/cpu").is_some() {
@@ -150,14 +300,16 @@ fn comparable(spec: &Value, current: &Value, live_update: bool) -> Value {
     s
 }
 
-/// Whether the template changed in a field that is not live-updatable since the VMI started.
-pub fn non_live_changed(current: &Value, started: &Value, live_update: bool) -> bool {
-    let mut a = comparable(current, current, live_update);
-    let mut b = comparable(started, current, live_update);
+/// Whether the template differs from the spec the VMI `started` from in a field that is not
+/// live-updatable (`syncRestartRequired`, vm.go L2996-3072; kv@v1.7.0
+/// `addRestartRequiredIfNeeded`), NIC changes that need a restart included.
+pub fn non_live_changed(current: &Value, started: &Value, vmi_spec: &Value, kv: &KvConfig) -> bool {
+    let mut a = comparable(current, current, vmi_spec, kv);
+    let mut b = comparable(started, current, vmi_spec, kv);
     for x in [&mut a, &mut b] {
         strip_nulls(x);
     }
-    a != b
+    a != b || nic_restart_required(current, vmi_spec)
 }
 
 fn strip_nulls(v: &mut Value) {
@@ -303,9 +455,19 @@ pub struct LiveUpdate {
     pub vmi_spec: Option<Value>,
 }
 
-/// The VM controller's reaction to the template of a running VM (facts §1–§3, §6): compare
-/// against the template the VMI `started` from, hot-plug what is live-updatable, and ask for a
-/// restart for the rest. `existing_rr` is the VM's current RestartRequired message.
+/// The VM controller's reaction to the template of a running VM (facts §1–§3, §6), one
+/// reconcile of vm.go `sync` (L3303-3385): NIC hot(un)plug (never gated), then
+/// `syncRestartRequired` against the template the VMI `started` from, then — under LiveUpdate,
+/// when no non-live field differs and no RestartRequired stands — the CPU, affinity and
+/// node-selector, tolerations and memory handlers, in that order; a handler's error stops the
+/// rest, a handler's RestartRequired does not. `existing_rr` is the VM's current
+/// RestartRequired message.
+///
+/// Per release ([`crate::sim::version::KubeVirtVersion::recomputes_restart_required`]): from
+/// v1.8.0 `syncRestartRequired` removes RestartRequired whenever no non-live field differs
+/// (L3063-3069), so a handler's RestartRequired is re-decided every reconcile and blocks
+/// nothing; in v1.7.0 it stays until a stop, start or restart and closes the gate (kv@v1.7.0
+/// vm.go L3229).
 pub fn live_update(
     vm: &Value,
     vmi: &Value,
@@ -321,18 +483,19 @@ pub fn live_update(
     // NIC hot(un)plug is not gated by the rollout strategy nor by RestartRequired.
     let nics_changed = sync_interfaces(template, &mut new_spec);
 
-    let non_live = non_live_changed(template, started, kv.live_update)
-        || nic_restart_required(template, vmi_spec);
-    if non_live {
+    if non_live_changed(template, started, vmi_spec, kv) {
+        // `setRestartRequired`: an existing True condition keeps its message (kv:
+        // `pkg/controller/conditions.go` L127-141).
         out.restart_required = Some(existing_rr.unwrap_or(NON_LIVE_CHANGE).to_string());
     } else if let Some(rr) = existing_rr
-        && !(cpu_matches(template, vmi_spec) && memory_matches(template, vmi_spec))
+        && !kv.version.recomputes_restart_required()
     {
-        // While RestartRequired is present no further live change is attempted; it clears
-        // once the template is back to what runs.
         out.restart_required = Some(rr.to_string());
     } else if kv.live_update {
         cpu_change(template, vmi, &mut new_spec, &mut out);
+        if out.failure.is_none() {
+            scheduling_change(template, vmi, &mut new_spec, &mut out);
+        }
         if out.failure.is_none() {
             memory_change(template, vmi, &mut new_spec, &mut out);
         }
@@ -343,23 +506,52 @@ pub fn live_update(
     out
 }
 
+/// `handleAffinityChangeRequest` and `handleTolerationsChangeRequest` (vm.go L749-806): the
+/// template's node selector, affinity and tolerations are copied into the VMI spec (they apply
+/// at its next migration or start); not while it migrates.
+fn scheduling_change(template: &Value, vmi: &Value, new_spec: &mut Value, out: &mut LiveUpdate) {
+    let clean = |v: Option<&Value>| {
+        v.filter(|x| !x.is_null()).map(|x| {
+            let mut x = x.clone();
+            strip_nulls(&mut x);
+            x
+        })
+    };
+    let differs = |field: &str, spec: &Value| clean(template.get(field)) != clean(spec.get(field));
+    let copy = |field: &str, spec: &mut Value| {
+        if let Some(m) = spec.as_object_mut() {
+            match template.get(field).filter(|v| !v.is_null()) {
+                Some(v) => m.insert(field.into(), v.clone()),
+                None => m.remove(field),
+            };
+        }
+    };
+    if differs("nodeSelector", new_spec) || differs("affinity", new_spec) {
+        if migrating(vmi) {
+            out.failure = Some((
+                "AffinityChangeError".into(),
+                "Node affinity should not be changed during VMI migration".into(),
+            ));
+            return;
+        }
+        copy("affinity", new_spec);
+        copy("nodeSelector", new_spec);
+    }
+    if differs("tolerations", new_spec) {
+        if migrating(vmi) {
+            out.failure = Some((
+                "TolerationsChangeError".into(),
+                "tolerations should not be changed during VMI migration".into(),
+            ));
+            return;
+        }
+        copy("tolerations", new_spec);
+    }
+}
+
 fn sockets(spec: &Value) -> Option<u64> {
     spec.pointer("/domain/cpu")
         .map(|c| c.get("sockets").and_then(Value::as_u64).unwrap_or(1))
-}
-
-fn cpu_matches(template: &Value, vmi_spec: &Value) -> bool {
-    match (sockets(template), sockets(vmi_spec)) {
-        (Some(a), Some(b)) => a == b,
-        _ => true,
-    }
-}
-
-fn memory_matches(template: &Value, vmi_spec: &Value) -> bool {
-    match bytes(template, "/domain/memory/guest") {
-        Some(g) => bytes(vmi_spec, "/domain/memory/guest") == Some(g),
-        None => true,
-    }
 }
 
 fn restart(out: &mut LiveUpdate, message: &str) {
@@ -741,27 +933,86 @@ mod tests {
     }
 
     #[test]
-    fn restart_required_blocks_live_changes_until_reverted() {
+    fn restart_required_is_recomputed_from_1_8_and_sticky_in_1_7() {
+        use crate::sim::version::KubeVirtVersion;
         let started = spec(1, 2, "2Gi");
         let vmi = running_vmi(started.clone());
-        let kv = KvConfig::default();
-        let blocked = live_update(
+        let v19 = KvConfig::default();
+        // v1.8+: a handler's RestartRequired from an earlier reconcile blocks nothing.
+        let live = live_update(
             &vm("Always", spec(2, 2, "2Gi")),
             &vmi,
             &started,
-            &kv,
+            &v19,
             Some(MEMORY_FAILED),
         );
-        assert_eq!(blocked.restart_required.as_deref(), Some(MEMORY_FAILED));
-        assert!(blocked.vmi_spec.is_none());
+        assert_eq!(live.restart_required, None);
+        assert_eq!(live.vmi_spec.unwrap()["domain"]["cpu"]["sockets"], 2);
+        // ... and goes once the template is back to what runs.
         let reverted = live_update(
             &vm("Always", started.clone()),
             &vmi,
             &started,
-            &kv,
+            &v19,
             Some(CPU_REDUCTION),
         );
         assert_eq!(reverted.restart_required, None);
+        // v1.7.0: it stays until a restart and blocks every live update meanwhile.
+        let v17 = KvConfig {
+            version: KubeVirtVersion::V1_7,
+            ..KvConfig::default()
+        };
+        let blocked = live_update(
+            &vm("Always", spec(2, 2, "2Gi")),
+            &vmi,
+            &started,
+            &v17,
+            Some(MEMORY_FAILED),
+        );
+        assert_eq!(blocked.restart_required.as_deref(), Some(MEMORY_FAILED));
+        assert!(blocked.vmi_spec.is_none());
+        let sticky = live_update(
+            &vm("Always", started.clone()),
+            &vmi,
+            &started,
+            &v17,
+            Some(CPU_REDUCTION),
+        );
+        assert_eq!(sticky.restart_required.as_deref(), Some(CPU_REDUCTION));
+    }
+
+    #[test]
+    fn scheduling_fields_are_live_and_a_dropped_firmware_uuid_is_not() {
+        let started = spec(1, 1, "2Gi");
+        let vmi = running_vmi(started.clone());
+        let kv = KvConfig::default();
+        let mut placed = spec(1, 1, "2Gi");
+        placed["nodeSelector"] = json!({"zone": "b"});
+        placed["tolerations"] = json!([{"key": "k", "operator": "Exists"}]);
+        let up = live_update(&vm("Always", placed), &vmi, &started, &kv, None);
+        assert_eq!(up.restart_required, None);
+        let new_spec = up.vmi_spec.unwrap();
+        assert_eq!(new_spec["nodeSelector"], json!({"zone": "b"}));
+        assert_eq!(new_spec["tolerations"][0]["key"], "k");
+
+        let mut with_uuid = started.clone();
+        with_uuid["domain"]["firmware"] = json!({"uuid": "11111111-1111-4111-8111-111111111111"});
+        let mut vmi = running_vmi(with_uuid.clone());
+        vmi["spec"]["domain"]["firmware"]["uuid"] = json!("11111111-1111-4111-8111-111111111111");
+        let mut legacy = with_uuid.clone();
+        legacy["domain"]["firmware"]["uuid"] = json!(legacy_firmware_uuid("vm1"));
+        let r = live_update(&vm("Always", legacy), &vmi, &with_uuid, &kv, None);
+        assert_eq!(r.restart_required.as_deref(), Some(NON_LIVE_CHANGE));
+    }
+
+    #[test]
+    fn legacy_firmware_uuids_are_name_based_version_5() {
+        let a = legacy_firmware_uuid("vm1");
+        // RFC 4122 version 5 of "vm1" in KubeVirt's namespace (Python's uuid.uuid5 agrees).
+        assert_eq!(a, "133bf63e-9459-5126-9b21-b56e9b3d17b3");
+        assert_ne!(a, legacy_firmware_uuid("vm2"));
+        assert_eq!(&a[14..15], "5");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! `currentCPUTopology` and `status.memory`; facts §1, §2), the memory hot-plug validation
 //! ([`validate_live_update_memory`]) and live-migratability ([`live_migratable`], facts §0).
 //!
-//! Pure; depends only on [`super::objects`].
+//! Pure; depends only on [`super::objects`], [`super::vm`]'s finalizer and firmware helpers and
+//! [`crate::sim::version`].
 
 use serde_json::{Map, Value, json};
+
+use crate::sim::version::PciTopologyDefault;
 
 use super::objects::{
     self, Condition, HOTPLUG_1G_HUGEPAGE_ALIGNMENT, HOTPLUG_BLOCK_ALIGNMENT, KUBEVIRT_API,
@@ -15,6 +18,8 @@ use super::objects::{
 
 /// Annotation carrying the VM generation a VMI reflects (`kubevirt.io/vm-generation`).
 pub const VM_GENERATION_ANNOTATION: &str = "kubevirt.io/vm-generation";
+/// The annotation naming a VMI's PCI topology scheme (kv: types.go L1262-1276).
+pub const PCI_TOPOLOGY_ANNOTATION: &str = "kubevirt.io/pci-topology-version";
 /// Annotation that allows live migration with a bridge-bound pod network.
 pub const ALLOW_POD_BRIDGE_MIGRATION: &str = "kubevirt.io/allow-pod-bridge-network-live-migration";
 
@@ -35,8 +40,28 @@ pub fn vcpus(cpu: Option<&Value>) -> u64 {
     s * c * t
 }
 
-/// The new VMI for `vm`: the template's metadata and spec, owned by the VM, with the mutating
-/// webhook's defaults applied.
+/// `defaults.SupportsPCIeHotplug` (kv: `pkg/defaults/defaults.go` L385-398): amd64 or arm64 (or
+/// none) on a q35 or virt machine.
+pub fn supports_pcie_hotplug(spec: &Value) -> bool {
+    if !matches!(
+        text(spec, "/architecture").unwrap_or(""),
+        "amd64" | "arm64" | ""
+    ) {
+        return false;
+    }
+    match spec.pointer("/domain/machine") {
+        Some(m) if !m.is_null() => {
+            let t = text(m, "/type").unwrap_or("");
+            t.contains("q35") || t.starts_with("virt")
+        }
+        _ => true,
+    }
+}
+
+/// The new VMI for `vm` (vm.go `startVMI`, L1265-1320): the template's metadata and
+/// spec, owned by the VM, with the controller's finalizer (L1306-1308) and a stable firmware
+/// UUID (`setupStableFirmwareUUID`, L1941-1956: the template's, else the legacy name-derived
+/// one), then the mutating webhook's defaults.
 pub fn from_vm(vm: &Value, kv: &KvConfig) -> Value {
     let template = vm.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let mut labels = template
@@ -76,32 +101,66 @@ pub fn from_vm(vm: &Value, kv: &KvConfig) -> Value {
         },
         "spec": template.get("spec").cloned().unwrap_or(json!({})),
     });
+    super::vm::add_finalizer(&mut vmi);
+    let uuid = text(&vmi, "/spec/domain/firmware/uuid")
+        .filter(|u| !u.is_empty())
+        .map_or_else(
+            || super::vm::legacy_firmware_uuid(objects::name(vm)),
+            String::from,
+        );
+    objects::object_at(&mut vmi, "/spec/domain/firmware").insert("uuid".into(), json!(uuid));
     apply_defaults(&mut vmi, kv);
     vmi
 }
 
-/// The VMI mutating webhook: spec defaults and the initial status (facts §1, §2).
+/// The VMI mutating webhook: spec defaults, the PCI topology annotation and the initial status
+/// (facts §1, §2; kv: `pkg/virt-api/webhooks/mutating-webhook/mutators/vmi-mutator.go` L52-70).
 pub fn apply_defaults(vmi: &mut Value, kv: &KvConfig) {
     let spec = objects::object_at(vmi, "/spec");
-    if !spec.contains_key("architecture") {
-        spec.insert("architecture".into(), json!("amd64"));
+    if spec
+        .get("architecture")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        spec.insert("architecture".into(), json!(kv.default_architecture));
     }
+    let arch = spec
+        .get("architecture")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let arm = spec.get("architecture").and_then(Value::as_str) == Some("arm64");
     let mut spec_value = Value::Object(std::mem::take(spec));
     default_cpu(&mut spec_value, kv, arm);
     default_memory(&mut spec_value, kv, arm);
     {
         let machine = objects::object_at(&mut spec_value, "/domain/machine");
-        if !machine.contains_key("type") {
-            machine.insert("type".into(), json!("q35"));
+        if machine
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            machine.insert("type".into(), json!(kv.machine_type(&arch)));
         }
     }
+    // `setDefaultPciTopologyVersion` on the new VMI: every VMI in v1.8.0 (kv@v1.8.0
+    // vmi-mutator.go L60), those that support PCIe hot-plug from v1.9.0 (L61-63), none before.
+    let pci = match kv.version.pci_topology_default() {
+        PciTopologyDefault::Never => false,
+        PciTopologyDefault::Always => true,
+        PciTopologyDefault::PcieHotplugOnly => supports_pcie_hotplug(&spec_value),
+    };
     let cpu = spec_value.pointer("/domain/cpu").cloned();
     let guest = text(&spec_value, "/domain/memory/guest").map(String::from);
     *objects::object_at(vmi, "/spec") = match spec_value {
         Value::Object(m) => m,
         _ => Map::new(),
     };
+    if pci {
+        objects::object_at(vmi, "/metadata/annotations")
+            .entry(PCI_TOPOLOGY_ANNOTATION)
+            .or_insert_with(|| json!("v3"));
+    }
     let status = objects::object_at(vmi, "/status");
     if !status.contains_key("phase") {
         status.insert("phase".into(), json!("Pending"));
