@@ -362,3 +362,121 @@ fn a_restart_written_but_never_carried_out_is_still_planned() {
     );
     assert_eq!(step(&p, Change::Restart).class, Class::Restart);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The same rules end to end, against the simulated KubeVirt of each release.
+
+mod on_the_simulator {
+    use serde_json::json;
+    use wukong::sim::Config;
+    use wukong::sim::version::KubeVirtVersion;
+
+    use crate::apply::{Env, SYSTEM_DISK, results, vm_doc};
+    use crate::support::{PVC, condition};
+
+    async fn env(version: KubeVirtVersion) -> Env {
+        Env::with(Config {
+            kubevirt_version: version,
+            ..Config::fast()
+        })
+        .await
+    }
+
+    fn grown(size: &str) -> String {
+        format!("{SYSTEM_DISK}    - name: data\n      size: {size}\n")
+    }
+
+    fn pvc_request(env: &Env, name: &str) -> wukong::quantity::Quantity {
+        env.get(PVC, name).unwrap()["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn disk_growth_waits_for_expand_disks_on_kubevirt_1_8_and_grows_on_1_9() {
+        for version in [KubeVirtVersion::V1_8, KubeVirtVersion::V1_9] {
+            let env = env(version).await;
+            let fleet = env.fleet(false, &vm_doc("db", 2, "4Gi", &grown("10Gi")));
+            env.converge(&fleet).await;
+            let before = pvc_request(&env, "db-data");
+            env.fleet(false, &vm_doc("db", 2, "4Gi", &grown("20Gi")));
+            let plan = env.plan(&fleet).await;
+            let disk = &plan["steps"][0];
+            assert_eq!(disk["change"], json!("disk"), "{plan:#}");
+            if version == KubeVirtVersion::V1_8 {
+                assert_eq!(disk["class"], json!("blocked"), "{plan:#}");
+                assert!(disk["reason"].as_str().unwrap().contains("ExpandDisks"));
+                let (code, report) = env.apply(&fleet, &[]).await;
+                assert_eq!(code, 0, "{report:#}");
+                assert_eq!(pvc_request(&env, "db-data"), before, "nothing is patched");
+                // The cluster's administrator enables the gate: now it grows.
+                env.patch_kubevirt(json!({"spec": {"configuration": {
+                    "developerConfiguration": {"featureGates": ["ExpandDisks"]}}}}))
+                    .await;
+            } else {
+                assert_eq!(disk["class"], json!("live"), "{plan:#}");
+            }
+            let report = env.converge(&fleet).await;
+            let r = results(&report, "db");
+            assert!(
+                r.iter().any(|(c, o, _)| c == "disk" && o == "done"),
+                "{version:?}: {r:?}"
+            );
+            assert!(pvc_request(&env, "db-data") > before);
+            env.assert_converged(&fleet).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_memory_hotplug_holds_cpu_back_on_kubevirt_1_7_not_on_1_8() {
+        for version in [KubeVirtVersion::V1_7, KubeVirtVersion::V1_8] {
+            let env = env(version).await;
+            let fleet = env.fleet(false, &vm_doc("db", 2, "4Gi", SYSTEM_DISK));
+            env.converge(&fleet).await;
+            let uid = env.vmi_uid("db");
+            // A memory hot-plug fails and the fleet allows no restart: KubeVirt's memory
+            // handler marks the VM RestartRequired.
+            env.server.kubevirt_faults().fail_next_memory_hotplug();
+            env.fleet(false, &vm_doc("db", 2, "8Gi", SYSTEM_DISK));
+            let (code, report) = env.apply(&fleet, &[]).await;
+            assert_eq!(code, 1, "{report:#}");
+            crate::support::eventually("RestartRequired", || async {
+                match condition(&env.vm("db"), "RestartRequired").as_deref() {
+                    Some("True") => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await;
+            // Then more CPU: live on 1.8 (the memory handler's mark holds nothing back), a
+            // restart on 1.7 (any mark holds every live change), blocked here.
+            env.fleet(false, &vm_doc("db", 4, "8Gi", SYSTEM_DISK));
+            let plan = env.plan(&fleet).await;
+            let cpu = plan["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["change"] == "cpu")
+                .unwrap_or_else(|| panic!("{plan:#}"))
+                .clone();
+            match version {
+                KubeVirtVersion::V1_7 => {
+                    assert_eq!(cpu["class"], json!("blocked"), "{plan:#}");
+                }
+                _ => {
+                    assert_eq!(cpu["class"], json!("live"), "{plan:#}");
+                    let (_, report) = env.apply(&fleet, &[]).await;
+                    let r = results(&report, "db");
+                    assert!(
+                        r.iter().any(|(c, o, d)| c == "cpu"
+                            && o == "done"
+                            && d.contains("currentCPUTopology has 4")),
+                        "{r:?}"
+                    );
+                }
+            }
+            assert_eq!(env.vmi_uid("db"), uid, "{version:?}: never restarted");
+        }
+    }
+}

@@ -170,6 +170,21 @@ impl SimCluster {
         self.server.shared().store().get(r, namespace, name).ok()
     }
 
+    /// Change the cluster's configuration as its administrator would: a merge patch of the
+    /// KubeVirt CR `kubevirt/kubevirt`.
+    pub async fn patch_kubevirt(&self, patch: serde_json::Value) {
+        use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("kubevirt.io", "v1", "KubeVirt"),
+            "kubevirts",
+        );
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), "kubevirt", &resource);
+        api.patch("kubevirt", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+
     /// Edit a VM by hand, as kubectl would: a merge patch over HTTP, field manager `kubectl`.
     pub async fn patch_vm(&self, namespace: &str, name: &str, patch: serde_json::Value) {
         self.patch_vm_as("kubectl", namespace, name, patch).await;

@@ -1097,10 +1097,12 @@ mod tests {
     fn inline_cloud_init_data_is_at_most_2_kib() {
         let k = KvConfig::default();
         let with = |user: usize| {
-            vm(json!({"architecture": "amd64", "domain": {"machine": {"type": "q35"}, "devices": {
+            vm(
+                json!({"architecture": "amd64", "domain": {"machine": {"type": "q35"}, "devices": {
                 "disks": [{"name": "cloudinitdisk", "disk": {}}]}},
                 "volumes": [{"name": "cloudinitdisk", "cloudInitNoCloud": {
-                    "userData": "u".repeat(user), "networkData": "n"}}]}))
+                    "userData": "u".repeat(user), "networkData": "n"}}]}),
+            )
         };
         assert!(validate(&with(2048), None, "ns", &k).is_ok());
         let c = validate(&with(2049), None, "ns", &k).unwrap_err();
