@@ -410,13 +410,8 @@ fn apply_json(reports: &[Report]) -> Option<Value> {
 
 impl Reconciler for Pipeline {
     async fn check(&self, fleet_root: &Path, revision: &str) -> Result<(), ReconcileError> {
-        let root = fleet_root.to_owned();
-        let rev = revision.to_owned();
-        tokio::task::spawn_blocking(move || crate::cli::load_and_render(&root, &rev))
-            .await
-            .map_err(|e| ReconcileError::Failed(format!("the render task failed: {e}")))?
-            .map(drop)
-            .map_err(|e| ReconcileError::Rejected(e.to_string()))
+        // The same load as a reconcile's: confined to the repository, a panic a rejection.
+        self.load(fleet_root, revision).await.map(drop)
     }
 
     fn supersede(&self) {
