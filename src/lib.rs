@@ -20,7 +20,9 @@ pub mod fleet;
 pub mod identity;
 pub mod live;
 pub mod plan;
+pub mod proxy;
 pub mod quantity;
+
 pub mod render;
 pub mod schema;
 pub mod sim;

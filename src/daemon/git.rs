@@ -91,6 +91,8 @@ pub enum Error {
     },
     #[error("a previous fetch of {0} is still running")]
     Busy(String),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::Error),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
@@ -499,6 +501,16 @@ impl Source {
         let mut options = FetchOptions::new();
         options.remote_callbacks(self.callbacks()?);
         options.download_tags(git2::AutotagOption::None);
+        // HTTPS_PROXY/HTTP_PROXY/NO_PROXY, read as for the cluster (libgit2 reads none
+        // unless told to).
+        if let Some(proxy) =
+            crate::proxy::for_target(&self.fetch_url(), None, &crate::proxy::Env::from_process())?
+        {
+            tracing::debug!(url = %self.config.url, proxy = %proxy, "fetching through a proxy");
+            let mut proxy_options = git2::ProxyOptions::new();
+            proxy_options.url(&proxy.uri.to_string());
+            options.proxy_options(proxy_options);
+        }
         remote
             .fetch(&refspecs, Some(&mut options), None)
             .map_err(self.git_error("cannot fetch"))?;
