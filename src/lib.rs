@@ -22,7 +22,7 @@ pub mod live;
 pub mod plan;
 pub mod proxy;
 pub mod quantity;
-
+pub mod reach;
 pub mod render;
 pub mod schema;
 pub mod sim;
