@@ -25,3 +25,4 @@ mod sim;
 mod sim_api;
 mod sim_controllers;
 mod support;
+mod terminal;
