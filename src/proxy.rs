@@ -17,8 +17,9 @@
 //! `NO_PROXY` against the proxy's address instead of the server's, and never reads
 //! `HTTP_PROXY`); git2 in `ProxyOptions` (libgit2 honours none unless asked). Both tunnel with
 //! `CONNECT host:port`, also to an `http://` server, so the proxy must allow `CONNECT` to the
-//! server's port (Squid allows only 443 unless told otherwise). `ssh://` Git remotes never go
-//! through an HTTP proxy.
+//! server's port (Squid allows only 443 unless told otherwise). Git remotes go through the
+//! proxy when they are `https://`: libgit2 1.9 connects to a plain `http://` remote directly
+//! whatever it is told, and `ssh://` never goes through an HTTP proxy.
 //!
 //! Pure apart from [`Env::from_process`]; depends on nothing else in the crate.
 

@@ -501,11 +501,16 @@ impl Source {
         let mut options = FetchOptions::new();
         options.remote_callbacks(self.callbacks()?);
         options.download_tags(git2::AutotagOption::None);
-        // HTTPS_PROXY/HTTP_PROXY/NO_PROXY, read as for the cluster (libgit2 reads none
-        // unless told to).
-        if let Some(proxy) =
-            crate::proxy::for_target(&self.fetch_url(), None, &crate::proxy::Env::from_process())?
-        {
+        // HTTPS_PROXY and NO_PROXY, read as for the cluster (libgit2 reads none unless told
+        // to). Only for https:// remotes: libgit2 1.9 connects to a plain http:// remote
+        // directly even when given a proxy.
+        let url = self.fetch_url();
+        let proxy = if url.starts_with("https://") {
+            crate::proxy::for_target(&url, None, &crate::proxy::Env::from_process())?
+        } else {
+            None
+        };
+        if let Some(proxy) = proxy {
             tracing::debug!(url = %self.config.url, proxy = %proxy, "fetching through a proxy");
             let mut proxy_options = git2::ProxyOptions::new();
             proxy_options.url(&proxy.uri.to_string());

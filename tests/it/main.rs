@@ -20,6 +20,8 @@ mod kubevirt_rules;
 mod plan;
 mod plan_e2e;
 mod plan_props;
+mod proxy;
+mod reach;
 mod render;
 mod sim;
 mod sim_api;
