@@ -14,6 +14,7 @@ mod examples;
 mod foreign_writes;
 mod hostile_cluster;
 mod hostile_input;
+mod image;
 mod injection;
 mod kubectl;
 mod kubevirt_rules;
