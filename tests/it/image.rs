@@ -104,7 +104,7 @@ fn the_image_runs_as_the_non_root_user_deploy_asks_for() {
     let user = instructions()
         .into_iter()
         .filter_map(|i| i.strip_prefix("USER ").map(str::to_owned))
-        .last()
+        .next_back()
         .expect("a USER");
     assert_eq!(user, "65532:65532");
     let deployment: serde_yaml::Value =
