@@ -381,6 +381,11 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
             metrics: Arc::clone(&metrics),
             webhook_secret,
             triggers,
+            follows: if args.watch {
+                None
+            } else {
+                args.selector().followed_ref()
+            },
         });
         let mut server_stop = finished.clone();
         let server = tokio::spawn(async move {

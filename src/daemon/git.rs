@@ -111,6 +111,18 @@ pub enum Selector {
     Commit(String),
 }
 
+impl Selector {
+    /// The full ref a push must change to matter: `refs/heads/<branch>`, `refs/tags/<tag>`;
+    /// `None` for a pinned commit.
+    pub fn followed_ref(&self) -> Option<String> {
+        match self {
+            Selector::Branch(b) => Some(format!("refs/heads/{b}")),
+            Selector::Tag(t) => Some(format!("refs/tags/{t}")),
+            Selector::Commit(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -5,7 +5,8 @@
 //! - [`git`]: the Git source (clone, fetch, one checkout per commit, last good revision);
 //! - [`schedule`]: poll interval with jitter, backoff after failed fetches (pure);
 //! - [`watch`]: a local working tree watched with notify, debounced;
-//! - [`webhook`]: `X-Hub-Signature-256` verification (pure);
+//! - [`webhook`]: verification of GitHub, Gitea, GitLab and Bitbucket webhooks, and the refs a
+//!   push changed (pure);
 //! - [`metrics`]: Prometheus metrics; [`status`]: the `/status` model;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/status`, `POST /hooks/git`;
 //! - [`rbac`]: a checker of Kubernetes RBAC rules, to prove `deploy/` grants what Wukong calls;
