@@ -403,6 +403,7 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
                 timeouts: args.step_timeout.map(Timeouts::all).unwrap_or_default(),
                 events: !args.no_events,
                 instance: identity.clone(),
+                series: super::events::Series::default(),
             },
             stopped.clone(),
             leader,

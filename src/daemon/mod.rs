@@ -7,7 +7,8 @@
 //! - [`watch`]: a local working tree watched with notify, debounced;
 //! - [`webhook`]: verification of GitHub, Gitea, GitLab and Bitbucket webhooks, and the refs a
 //!   push changed (pure);
-//! - [`metrics`]: Prometheus metrics; [`status`]: the `/status` model;
+//! - [`metrics`]: Prometheus metrics; [`status`]: the `/status` model; [`observe`]: log
+//!   lines and metrics of the steps a plan holds back or leaves as drift;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/status`, `POST /hooks/git`;
 //! - [`rbac`]: a checker of Kubernetes RBAC rules, to prove `deploy/` grants what Wukong calls;
 //! - [`run`]: the loop that ties them together around a [`Reconciler`];
@@ -25,6 +26,7 @@ pub mod git;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod observe;
 pub mod pipeline;
 pub mod rbac;
 pub mod run;

@@ -18,6 +18,7 @@ mod image;
 mod injection;
 mod kubectl;
 mod kubevirt_rules;
+mod monitoring;
 mod plan;
 mod plan_e2e;
 mod plan_props;
