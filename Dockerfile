@@ -4,9 +4,9 @@
 #
 #   docker build -t ghcr.io/novasphere/wukong:0.1.0 .
 #
-# Two stages. `build` compiles the binary with the locked dependencies (Cargo.lock) and the
-# release profile; `runtime` is distroless (no shell, no package manager) and runs it as the
-# non-root user 65532, the user deploy/deployment.yaml asks for.
+# `build` compiles the binary with the locked dependencies (Cargo.lock) and the release
+# profile; `runtime` (the image) is distroless (no shell, no package manager) and runs it as the
+# non-root user 65532, the user deploy/deployment.yaml asks for; `ci` is for CI jobs.
 #
 # The binary links OpenSSL (git2's https and ssh) and zlib statically, both built from source
 # in the build stage, so at run time it needs only what the runtime base provides (the list
@@ -33,8 +33,16 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin wukong \
  && install -D -m 0755 target/release/wukong /out/wukong
 
-# glibc 2.36 (libc, libm, the dynamic loader) and libgcc_s: everything the binary needs; the
-# same Debian release as the build stage, so the binary's glibc symbols all exist here.
+# For CI jobs that post plans (ci/gitlab/wukong-plan.gitlab-ci.yml): wukong, Python 3 and the
+# comment script, with a shell. `docker build --target ci -t ghcr.io/novasphere/wukong:0.1.0-ci .`
+FROM docker.io/library/python:3.12-slim-bookworm AS ci
+COPY --from=build /out/wukong /usr/local/bin/wukong
+COPY ci/wukong-plan-comment.py /usr/share/wukong/ci/wukong-plan-comment.py
+USER 65532:65532
+
+# The image (the last stage, what `docker build .` makes). glibc 2.36 (libc, libm, the dynamic
+# loader) and libgcc_s: everything the binary needs; the same Debian release as the build
+# stage, so the binary's glibc symbols all exist here.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=build /out/wukong /usr/local/bin/wukong
 # `wukong demo` runs the example fleets from here.

@@ -5,6 +5,7 @@
 mod apply;
 mod apply_faults;
 mod bad_input;
+mod ci_comment;
 mod cli;
 mod daemon;
 mod daemon_e2e;
