@@ -640,16 +640,17 @@ async fn the_gitlab_template_posts_one_note_and_updates_it_on_every_push() {
     };
     let out = gitlab_job(&ws, &api, "examples/fleet", Some(TOKEN)).await;
     assert!(out.status.success(), "{}", text(&out));
-    let t = shared.lock().unwrap();
-    assert_eq!(ours(&t, "examples/fleet").len(), 1);
-    assert_eq!(ours(&t, "examples/fleet")[0].0, first);
-    assert!(
-        t.requests.contains(&format!("PUT {first}")),
-        "{:?}",
-        t.requests
-    );
-    assert_eq!(t.comments.len(), 106);
-    drop(t);
+    {
+        let t = shared.lock().unwrap();
+        assert_eq!(ours(&t, "examples/fleet").len(), 1);
+        assert_eq!(ours(&t, "examples/fleet")[0].0, first);
+        assert!(
+            t.requests.contains(&format!("PUT {first}")),
+            "{:?}",
+            t.requests
+        );
+        assert_eq!(t.comments.len(), 106);
+    }
     // Without a token: a clear error, nothing posted.
     let out = gitlab_job(&ws, &api, "examples/fleet", None).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
