@@ -30,6 +30,7 @@ pub mod selector;
 pub mod store;
 pub mod strategic;
 pub mod subresources;
+pub mod table;
 pub mod validation;
 
 pub use clock::{Config, Timing};

@@ -18,6 +18,7 @@ mod hostile_input;
 mod image;
 mod injection;
 mod kubectl;
+mod kubectl_table;
 mod kubevirt_rules;
 mod monitoring;
 mod plan;
