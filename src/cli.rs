@@ -7,7 +7,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod apply;
+mod completion;
 mod demo;
+pub mod progress;
+pub mod term;
+
+use term::{errln, outln, outp};
 
 use crate::live::{self, LiveState};
 use crate::plan::{self, output};
@@ -19,6 +24,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code of `plan --detailed-exitcode` when the plan has steps.
 pub const EXIT_CHANGES: u8 = 2;
+/// Exit code of `apply` quit by a second Ctrl-C (128 + SIGINT, as a shell reports it).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +34,9 @@ pub const EXIT_CHANGES: u8 = 2;
     about = "GitOps reconciler for KubeVirt virtual-machine fleets"
 )]
 pub struct Cli {
+    /// Colour the output: `auto` on a terminal unless NO_COLOR is set, `always`, `never`.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = term::ColorChoice::Auto)]
+    pub color: term::ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -89,6 +99,18 @@ pub enum Command {
     /// Pull the fleet from Git and reconcile on every new revision, webhook and drift timer;
     /// serve /healthz, /readyz, /metrics, /status and POST /hooks/git.
     Daemon(Box<crate::daemon::command::DaemonArgs>),
+    /// Print a shell completion script: `source <(wukong completion bash)`, or write it to
+    /// the shell's completion directory.
+    Completion {
+        #[arg(value_enum)]
+        shell: completion::Shell,
+    },
+    /// Print the manual page (roff), or with --out-dir write one page per command.
+    Man {
+        /// Write wukong.1 and wukong-COMMAND.1 for every command to this directory.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -121,6 +143,22 @@ impl ClusterArgs {
         live::read::Connection {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
+        }
+    }
+
+    /// A failure to reach or read the cluster as one line naming the server and why
+    /// (`crate::reach`); other errors as they are.
+    fn explain(&self, error: Error) -> Error {
+        let server = || crate::reach::server(self.kubeconfig.as_deref(), self.context.as_deref());
+        match error {
+            Error::Cluster(live::read::Error::List { what, source }) => Error::Reach(
+                crate::reach::describe(&server(), &format!("list {what}"), &source),
+            ),
+            Error::Cluster(live::read::Error::Client(source)) => Error::Reach(format!(
+                "cannot set up the connection to the cluster at {}: {source}",
+                server()
+            )),
+            other => other,
         }
     }
 }
@@ -168,6 +206,10 @@ pub enum Error {
     Demo(String),
     #[error("apply cancelled: the answer was not 'yes'")]
     Cancelled,
+    #[error("the output was closed before the plan was shown whole; nothing was applied")]
+    OutputClosed,
+    #[error("{0}")]
+    Reach(String),
     #[error(
         "{}: no fleet documents (kind Wukong, WukongSet or Fleet of apiVersion {}) in {files} YAML file{}{}; only *.yaml and *.yml files outside hidden directories are read",
         path.display(),
@@ -290,11 +332,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// Read live state from the cluster `args` point at.
 pub fn read_cluster(args: &ClusterArgs, fleet: &fleet::Fleet) -> Result<LiveState, Error> {
-    let runtime = runtime()?;
-    runtime.block_on(async {
-        let client = args.connection().client().await?;
-        Ok(live::read::read(&client, &live::read::Scope::of(fleet)).await?)
-    })
+    runtime()?
+        .block_on(async {
+            let client = args.connection().client().await?;
+            Ok(live::read::read(&client, &live::read::Scope::of(fleet)).await?)
+        })
+        .map_err(|e| args.explain(e))
 }
 
 /// Read the cluster `args` point at, plan, and check the plan's writes with server-side dry
@@ -305,15 +348,16 @@ fn plan_against_cluster(
     objects: &[render::Rendered],
     revision: &str,
 ) -> Result<plan::Plan, Error> {
-    let runtime = runtime()?;
-    runtime.block_on(async {
-        let client = args.connection().client().await?;
-        let live = live::read::read(&client, &live::read::Scope::of(fleet)).await?;
-        let mut plan = plan::plan(fleet, objects, &live, revision);
-        let cluster = crate::apply::Cluster::new(client);
-        crate::apply::dry_run::check(&cluster, &mut plan, &live, &mut Default::default()).await;
-        Ok(plan)
-    })
+    runtime()?
+        .block_on(async {
+            let client = args.connection().client().await?;
+            let live = live::read::read(&client, &live::read::Scope::of(fleet)).await?;
+            let mut plan = plan::plan(fleet, objects, &live, revision);
+            let cluster = crate::apply::Cluster::new(client);
+            crate::apply::dry_run::check(&cluster, &mut plan, &live, &mut Default::default()).await;
+            Ok(plan)
+        })
+        .map_err(|e| args.explain(e))
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), Error> {
@@ -373,12 +417,9 @@ fn run_plan(a: PlanArgs) -> Result<u8, Error> {
         write_file(out, &text)?;
     }
     match a.output {
-        PlanFormat::Text => {
-            use std::io::IsTerminal;
-            print!("{}", output::text(&plan, std::io::stdout().is_terminal()));
-        }
-        PlanFormat::Markdown => print!("{}", output::markdown(&plan)),
-        PlanFormat::Json => println!(
+        PlanFormat::Text => outp!("{}", output::text(&plan, term::colour_stdout())),
+        PlanFormat::Markdown => outp!("{}", output::markdown(&plan)),
+        PlanFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&output::json(&plan)).unwrap_or_default()
         ),
@@ -394,7 +435,7 @@ fn exit(result: Result<u8, Error>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -406,12 +447,17 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => return exit(run_plan(args)),
         Command::Apply(args) => return exit(apply::run(args)),
         Command::Demo(args) => return exit(demo::run(args)),
+        Command::Completion { shell } => {
+            completion::completion(shell);
+            Ok(())
+        }
+        Command::Man { out_dir } => completion::man(out_dir.as_deref()),
         Command::Snapshot { path, cluster, out } => load_and_render(&path, "local")
             .and_then(|(fleet, _)| read_cluster(&cluster, &fleet))
             .and_then(|live| {
                 let text = serde_json::to_string_pretty(&live.to_snapshot()).unwrap_or_default();
                 write_file(&out, &text)?;
-                eprintln!(
+                errln!(
                     "{}: {} VMs and network attachments, {} instances, {} PVCs",
                     out.display(),
                     live.objects.len(),
@@ -422,7 +468,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }),
         Command::Validate { path } => load_and_render(&path, "local").map(|(f, objects)| {
             if f.vms.is_empty() {
-                eprintln!(
+                errln!(
                     "warning: the fleet declares no VMs{}",
                     if f.settings.prune {
                         "; with prune: true, applying it would delete every VM it manages (the prune guard refuses that unless spec.pruneGuard.allowEmpty is true)"
@@ -431,7 +477,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     }
                 );
             }
-            eprintln!(
+            errln!(
                 "{}: valid ({} VMs, {} sets, {} objects rendered{})",
                 path.display(),
                 f.vms.len(),
@@ -449,14 +495,14 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
             revision,
         } => load_and_render(&path, &revision).map(|(_, objects)| match output {
-            Format::Yaml => print!("{}", render::to_yaml(&objects)),
+            Format::Yaml => outp!("{}", render::to_yaml(&objects)),
             Format::Json => {
                 let list = serde_json::json!({
                     "apiVersion": "v1",
                     "kind": "List",
                     "items": objects.iter().map(|o| &o.manifest).collect::<Vec<_>>(),
                 });
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&list).unwrap_or_default()
                 );
@@ -477,7 +523,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 kubevirt_version,
                 ..sim::Config::default()
             },
-            |url| println!("{url}"),
+            |url| outln!("{url}"),
         )
         .map_err(Error::from),
         Command::Daemon(args) => return crate::daemon::command::run(*args),
@@ -485,7 +531,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -1,7 +1,7 @@
 //! What an apply did: every step's outcome, and per VM done / failed with the reason /
 //! skipped. Printed as text for people and as JSON (`--output json`) for scripts. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -157,32 +157,98 @@ impl Report {
 
     /// The report for people: one line per target, then the failures and a summary line.
     pub fn text(&self) -> String {
+        self.text_except(&BTreeSet::new())
+    }
+
+    /// [`Report::text`] without the result lines of the targets in `shown` (a terminal showed
+    /// each of them as it finished, and shows a VM's result once); their held changes are
+    /// still listed.
+    pub fn text_except(&self, shown: &BTreeSet<String>) -> String {
         let mut out = String::new();
         for (target, t) in self.targets() {
-            let mark = match t.outcome {
-                Outcome::Done => "✓",
-                Outcome::Failed => "✗",
-                Outcome::Skipped => "·",
-            };
-            let _ = write!(out, "{mark} {target}: {}", t.outcome.as_str());
-            if let Some(r) = &t.reason {
-                let _ = write!(out, " ({r})");
+            if shown.contains(&target) {
+                if !t.held.is_empty() {
+                    let _ = writeln!(out, "  {target}:");
+                }
+            } else {
+                let _ = write!(out, "{} {target}: {}", mark(t.outcome), t.outcome.as_str());
+                if let Some(r) = &t.reason {
+                    let _ = write!(out, " ({r})");
+                }
+                out.push('\n');
             }
-            out.push('\n');
             for h in &t.held {
                 let _ = writeln!(out, "    not applied, {h}");
             }
         }
-        let _ = writeln!(out, "\n{}", self.summary_line());
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "{}", self.summary_line());
         out
     }
 
+    /// The changes of the plan's summary line ([`crate::plan::Summary`]) with their outcome:
+    /// one per create, live change and delete, and one per restart, which carries the
+    /// restart-class changes of its VM and fails if any of them failed. So the plan's
+    /// `Plan: 2 to create, 9 live changes, 3 restarts, …` and the report count the same things.
+    pub fn changes(&self) -> Vec<(Class, Outcome)> {
+        let mut restarts: BTreeMap<String, Outcome> = BTreeMap::new();
+        let mut out = Vec::new();
+        for r in self.steps.iter().filter(|r| r.step.acts()) {
+            if r.step.class == Class::Restart {
+                let worst = restarts
+                    .entry(r.step.target.to_string())
+                    .or_insert(Outcome::Done);
+                // A failure anywhere fails the restart; else a skipped part skips it.
+                let rank = |o: Outcome| match o {
+                    Outcome::Done => 0,
+                    Outcome::Skipped => 1,
+                    Outcome::Failed => 2,
+                };
+                if rank(r.outcome) > rank(*worst) {
+                    *worst = r.outcome;
+                }
+            } else {
+                out.push((r.step.class, r.outcome));
+            }
+        }
+        out.extend(restarts.into_values().map(|o| (Class::Restart, o)));
+        out
+    }
+
+    /// `Apply: 14 done (2 created, 9 live changes, 3 restarts), 0 failed, 0 skipped`, counted
+    /// as [`Report::changes`].
     pub fn summary_line(&self) -> String {
-        let mut line = format!(
-            "Apply: {} done, {} failed, {} skipped",
-            self.count(Outcome::Done),
-            self.count(Outcome::Failed),
-            self.count(Outcome::Skipped)
+        let changes = self.changes();
+        let count = |o: Outcome| changes.iter().filter(|(_, x)| *x == o).count();
+        let done = |c: Class| {
+            changes
+                .iter()
+                .filter(|(k, o)| *k == c && *o == Outcome::Done)
+                .count()
+        };
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let kinds: Vec<String> = [
+            (done(Class::Create), "created", "created"),
+            (done(Class::Live), "live change", "live changes"),
+            (done(Class::Restart), "restart", "restarts"),
+            (done(Class::Delete), "deleted", "deleted"),
+        ]
+        .into_iter()
+        .filter(|(n, ..)| *n > 0)
+        .map(|(n, one, many)| plural(n, one, many))
+        .collect();
+        let mut line = format!("Apply: {} done", count(Outcome::Done));
+        if !kinds.is_empty() {
+            let _ = write!(line, " ({})", kinds.join(", "));
+        }
+        let _ = write!(
+            line,
+            ", {} failed, {} skipped",
+            count(Outcome::Failed),
+            count(Outcome::Skipped)
         );
         if self.interrupted {
             line.push_str(" (interrupted: no step was started after the stop request)");
@@ -200,6 +266,12 @@ impl Report {
                 "done": self.count(Outcome::Done),
                 "failed": self.count(Outcome::Failed),
                 "skipped": self.count(Outcome::Skipped),
+                // The same, counted as the plan's summary counts (`Report::changes`).
+                "changes": {
+                    "done": self.changes().iter().filter(|(_, o)| *o == Outcome::Done).count(),
+                    "failed": self.changes().iter().filter(|(_, o)| *o == Outcome::Failed).count(),
+                    "skipped": self.changes().iter().filter(|(_, o)| *o == Outcome::Skipped).count(),
+                },
             },
             "targets": self.targets(),
             "steps": self.steps.iter().map(|r| {
@@ -210,6 +282,15 @@ impl Report {
                 s
             }).collect::<Vec<_>>(),
         })
+    }
+}
+
+/// The mark of an outcome: ✓, ✗ or ·.
+pub fn mark(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Done => "✓",
+        Outcome::Failed => "✗",
+        Outcome::Skipped => "·",
     }
 }
 
@@ -268,8 +349,58 @@ mod tests {
         assert!(!report.succeeded());
         assert_eq!(
             report.summary_line(),
-            "Apply: 1 done, 1 failed, 1 skipped (interrupted: no step was started after the stop request)"
+            "Apply: 1 done (1 live change), 1 failed, 1 skipped (interrupted: no step was started after the stop request)"
         );
+        let shown: BTreeSet<String> = ["vms/default/a".to_owned()].into();
+        let text = report.text_except(&shown);
+        assert!(!text.contains("✗ vms/default/a"), "{text}");
+        assert!(
+            text.contains("  vms/default/a:\n    not applied, refused disk: because"),
+            "{text}"
+        );
+        assert!(text.contains("· vms/default/b: skipped"), "{text}");
         assert_eq!(report.json()["summary"]["failed"], 1);
+    }
+
+    #[test]
+    fn the_report_counts_what_the_plan_counts() {
+        // A restart carries the VM's restart-class changes: one unit, as in the plan's summary.
+        let cpu = step("a", Change::Cpu, Class::Restart);
+        let memory = step("a", Change::Memory, Class::Restart);
+        let restart = step("a", Change::Restart, Class::Restart);
+        let create = step("b", Change::Create, Class::Create);
+        let steps = [cpu.clone(), memory.clone(), restart.clone(), create.clone()];
+        let summary = crate::plan::Summary::of(&steps);
+        assert_eq!((summary.restart, summary.create), (1, 1));
+        let report = Report {
+            fleet: "f".into(),
+            revision: "r".into(),
+            steps: vec![
+                StepResult::done(&cpu, "ok"),
+                StepResult::done(&memory, "ok"),
+                StepResult::done(&restart, "ok"),
+                StepResult::done(&create, "ok"),
+            ],
+            interrupted: false,
+        };
+        assert_eq!(
+            report.summary_line(),
+            "Apply: 2 done (1 created, 1 restart), 0 failed, 0 skipped"
+        );
+        let failed = Report {
+            steps: vec![
+                StepResult::done(&cpu, "ok"),
+                StepResult::failed(&memory, "no"),
+                StepResult::skipped(&restart, "not attempted"),
+                StepResult::done(&create, "ok"),
+            ],
+            ..report.clone()
+        };
+        assert_eq!(
+            failed.summary_line(),
+            "Apply: 1 done (1 created), 1 failed, 0 skipped"
+        );
+        assert_eq!(failed.json()["summary"]["changes"]["failed"], 1);
+        assert_eq!(failed.json()["summary"]["failed"], 1, "steps");
     }
 }

@@ -1,6 +1,7 @@
 //! Which API errors are worth retrying and how long to wait: server errors and throttling are
 //! retried with capped exponential backoff, honouring the server's `retryAfterSeconds`; a
-//! conflict means the object changed under us (re-read and re-plan); anything else is final.
+//! conflict means the object changed under us (re-read and re-plan); anything else is final,
+//! and so are connection errors waiting cannot mend (`crate::reach::is_permanent`).
 //! Pure: the executor passes the error's status code and details in.
 
 use std::time::Duration;
@@ -74,6 +75,11 @@ where
             Err(e) => e,
         };
         attempt += 1;
+        // A name that does not resolve or a certificate that does not verify stays so:
+        // say it at once rather than after the whole backoff.
+        if crate::reach::is_permanent(&error) {
+            return Err(error);
+        }
         let (code, retry_after) = classify(&error);
         match decide(code, retry_after, attempt) {
             Decision::RetryAfter(wait) => {

@@ -1,18 +1,16 @@
 //! `wukong apply`: plan (or load a saved plan), show it, ask, carry it out with progress on
 //! the terminal, report per VM.
 
-use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use super::{ClusterArgs, EXIT_ERROR, EXIT_OK, Error, load_and_render};
-use crate::apply::report::what;
-use crate::apply::{self, Cluster, Event, Options, Report, StopSignal, Timeouts};
+use super::progress::Screen;
+use super::term::{self, errp, outln, outp};
+use super::{ClusterArgs, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, Error, load_and_render};
+use crate::apply::{self, Cluster, Options, Report, StopSignal, Timeouts};
 use crate::live;
 use crate::plan::{self, Plan, output};
 
@@ -110,24 +108,35 @@ pub fn run(a: ApplyArgs) -> Result<u8, Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    runtime.block_on(async move {
-        let client = a.cluster.connection().client().await?;
-        let cluster = Cluster::new(client);
-        let stop = StopSignal::default();
-        tokio::spawn(interrupt_handler(stop.clone()));
-        let options = Options {
-            max_parallel: a.max_parallel,
-            timeouts: a.timeout.map(Timeouts::all).unwrap_or_default(),
-            stop,
-            ..Options::default()
-        };
-        let reports = apply_source(&cluster, &source, &options, a.output, a.auto_approve).await?;
-        Ok(if reports.last().is_none_or(Report::succeeded) {
-            EXIT_OK
-        } else {
-            EXIT_ERROR
+    let cluster_args = a.cluster.clone();
+    runtime
+        .block_on(async move {
+            let client = a.cluster.connection().client().await?;
+            let cluster = Cluster::new(client);
+            let stop = StopSignal::default();
+            let screen = Screen::new().handling_interrupts();
+            let options = Options {
+                max_parallel: a.max_parallel,
+                timeouts: a.timeout.map(Timeouts::all).unwrap_or_default(),
+                stop,
+                ..Options::default()
+            };
+            let reports = apply_source(
+                &cluster,
+                &source,
+                &options,
+                a.output,
+                a.auto_approve,
+                &screen,
+            )
+            .await?;
+            Ok(if reports.last().is_none_or(Report::succeeded) {
+                EXIT_OK
+            } else {
+                EXIT_ERROR
+            })
         })
-    })
+        .map_err(|e| cluster_args.explain(e))
 }
 
 /// Plan (or check a saved plan), show it, ask unless `auto_approve`, execute with progress,
@@ -138,6 +147,7 @@ pub(super) async fn apply_source(
     options: &Options,
     format: ReportFormat,
     auto_approve: bool,
+    screen: &Screen,
 ) -> Result<Vec<Report>, Error> {
     let mut reports = Vec::new();
     let mut first_plan = None;
@@ -177,27 +187,38 @@ pub(super) async fn apply_source(
         };
         if round == 1 {
             if matches!(format, ReportFormat::Text) {
-                print!("{}", output::text(&plan, std::io::stdout().is_terminal()));
+                outp!("{}", output::text(&plan, term::colour_stdout()));
+            }
+            // Whoever reads the output went away (`wukong apply … | head`): change nothing
+            // that nobody sees.
+            if term::stdout_closed() {
+                return Err(Error::OutputClosed);
             }
             // Nothing to do: no question. The plan still runs, so that the report lists
             // what was held back (refused, blocked) without touching the cluster.
             if plan.has_changes() && !auto_approve && !confirm()? {
-                eprintln!("Apply cancelled.");
                 return Err(Error::Cancelled);
             }
+            // From here on Ctrl-C stops the apply gracefully (before, it just quits).
+            if screen.handles_interrupts() {
+                tokio::spawn(interrupt_handler(
+                    options.stop.clone(),
+                    screen.clone(),
+                    format,
+                ));
+            }
         } else {
-            eprintln!(
+            screen.note(&format!(
                 "Re-planning after a conflict (round {round} of {})",
                 apply::MAX_ROUNDS
-            );
+            ));
         }
-        let display = Display::new(&plan);
         let options = Options {
-            progress: Some(display.clone().progress()),
+            progress: Some(screen.begin(&plan)),
             ..options.clone()
         };
         let report = apply::execute(cluster, &plan, &options).await;
-        display.finish();
+        screen.end_round();
         let again =
             report.conflicted() && !report.interrupted && matches!(source, Source::Fleet { .. });
         reports.push(report);
@@ -209,8 +230,20 @@ pub(super) async fn apply_source(
     if let Some(plan) = &first_plan {
         match format {
             ReportFormat::Text => {
-                for r in reports.iter().filter(|r| !r.steps.is_empty()) {
-                    print!("\n{}", r.text());
+                // The last round's VMs shown as they finished are not repeated; earlier
+                // rounds (re-planned after a conflict) are reported whole.
+                let last = reports.len().saturating_sub(1);
+                let shown = screen.shown();
+                for (i, r) in reports.iter().enumerate() {
+                    if r.steps.is_empty() {
+                        continue;
+                    }
+                    let text = if i == last && term::one_terminal() {
+                        r.text_except(&shown)
+                    } else {
+                        r.text()
+                    };
+                    outp!("\n{text}");
                 }
             }
             ReportFormat::Json => print_json(plan, &reports),
@@ -225,7 +258,7 @@ fn print_json(plan: &Plan, reports: &[Report]) {
         "report": reports.last().map(Report::json),
         "rounds": reports.iter().map(Report::json).collect::<Vec<_>>(),
     });
-    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
 
 /// A saved plan records the fleet it was made from and a digest of its files. That fleet is
@@ -258,8 +291,7 @@ fn check_source(raw: &Value) -> Result<PathBuf, Error> {
 }
 
 fn confirm() -> Result<bool, Error> {
-    eprint!("\nApply these changes? Only 'yes' is accepted: ");
-    let _ = std::io::stderr().flush();
+    errp!("\nApply these changes? Only 'yes' is accepted: ");
     let mut answer = String::new();
     std::io::stdin()
         .lock()
@@ -271,106 +303,31 @@ fn confirm() -> Result<bool, Error> {
     Ok(answer.trim() == "yes")
 }
 
-/// First Ctrl-C: finish the steps in flight, start no new one. Second: leave at once.
-async fn interrupt_handler(stop: StopSignal) {
-    if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!(
-            "\nInterrupted: finishing the steps in flight, starting no new one (Ctrl-C again to quit at once)"
-        );
-        stop.request();
+/// First Ctrl-C: finish the steps in flight, start no new one; the clock keeps ticking and
+/// the report follows. Second: stop waiting, print the report as far as it got (the steps in
+/// flight are unknown), and leave with [`EXIT_INTERRUPTED`].
+async fn interrupt_handler(stop: StopSignal, screen: Screen, format: ReportFormat) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
     }
-    if tokio::signal::ctrl_c().await.is_ok() {
-        std::process::exit(130);
+    screen.note(
+        "Interrupted: finishing the steps in flight, starting no new one (Ctrl-C again to quit at once)",
+    );
+    stop.request();
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
     }
-}
-
-/// Progress on stderr: on a terminal a bar over all steps and one live line per VM being
-/// changed; otherwise one log line per step started and finished.
-#[derive(Clone)]
-struct Display {
-    tty: bool,
-    multi: MultiProgress,
-    total: ProgressBar,
-    lines: Arc<Mutex<HashMap<String, ProgressBar>>>,
-}
-
-impl Display {
-    fn new(plan: &Plan) -> Display {
-        let tty = std::io::stderr().is_terminal();
-        let multi = MultiProgress::with_draw_target(if tty {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        });
-        let steps = plan.steps.iter().filter(|s| s.acts()).count();
-        let total = multi.add(ProgressBar::new(u64::try_from(steps).unwrap_or(u64::MAX)));
-        if let Ok(style) =
-            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {elapsed_precise}")
-        {
-            total.set_style(style);
-        }
-        Display {
-            tty,
-            multi,
-            total,
-            lines: Arc::new(Mutex::new(HashMap::new())),
+    screen.note("Quitting without waiting for the steps in flight.");
+    screen.end_round();
+    if let Some(report) = screen.report_so_far() {
+        match format {
+            ReportFormat::Text => outp!("\n{}", report.text()),
+            ReportFormat::Json => outln!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "report": report.json() }))
+                    .unwrap_or_default()
+            ),
         }
     }
-
-    fn progress(self) -> apply::Progress {
-        Arc::new(move |event: &Event<'_>| self.show(event))
-    }
-
-    fn show(&self, event: &Event<'_>) {
-        let Ok(mut lines) = self.lines.lock() else {
-            return;
-        };
-        match event {
-            Event::Started(step) => {
-                let msg = format!("{}: {} …", step.target, what(step));
-                if self.tty {
-                    let line = self.multi.add(ProgressBar::new_spinner());
-                    line.enable_steady_tick(Duration::from_millis(120));
-                    line.set_message(msg);
-                    lines.insert(step.target.to_string(), line);
-                } else {
-                    eprintln!("{msg}");
-                }
-            }
-            Event::Waiting(step, why) => {
-                if let Some(line) = lines.get(&step.target.to_string()) {
-                    line.set_message(format!("{}: {}: {why}", step.target, what(step)));
-                }
-            }
-            Event::Finished(result) => {
-                let mark = match result.outcome {
-                    apply::Outcome::Done => "✓",
-                    apply::Outcome::Failed => "✗",
-                    apply::Outcome::Skipped => "·",
-                };
-                let msg = format!(
-                    "{mark} {}: {} {} ({:.1}s): {}",
-                    result.step.target,
-                    what(&result.step),
-                    result.outcome.as_str(),
-                    result.seconds,
-                    result.detail
-                );
-                if let Some(line) = lines.remove(&result.step.target.to_string()) {
-                    line.finish_and_clear();
-                    self.multi.remove(&line);
-                }
-                if self.tty {
-                    let _ = self.multi.println(msg);
-                } else {
-                    eprintln!("{msg}");
-                }
-                self.total.inc(1);
-            }
-        }
-    }
-
-    fn finish(&self) {
-        self.total.finish_and_clear();
-    }
+    std::process::exit(i32::from(EXIT_INTERRUPTED));
 }

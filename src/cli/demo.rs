@@ -10,6 +10,8 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 
 use super::apply::{ReportFormat, Source, apply_source};
+use super::progress::Screen;
+use super::term::{errln, outln, outp};
 use super::{EXIT_ERROR, EXIT_OK, Error, load_and_render};
 use crate::apply::{Cluster, Options, Report};
 use crate::live::{self, str_at};
@@ -45,7 +47,7 @@ pub fn run(a: DemoArgs) -> Result<u8, Error> {
         };
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let server = Server::start_with(loopback, config).await?;
-        eprintln!(
+        errln!(
             "Started the embedded simulated KubeVirt cluster at {} ({}× real time).",
             server.url(),
             a.speed
@@ -61,7 +63,7 @@ pub fn run(a: DemoArgs) -> Result<u8, Error> {
         let mut all_ok = true;
         for (n, (path, fleet, objects, revision)) in fleets.into_iter().enumerate() {
             prepare(&client, &fleet, &objects).await?;
-            println!(
+            outln!(
                 "\n══ Revision {} of {}: {} ══\n",
                 n + 1,
                 a.revisions.len(),
@@ -78,12 +80,13 @@ pub fn run(a: DemoArgs) -> Result<u8, Error> {
                 &Options::default(),
                 ReportFormat::Text,
                 true,
+                &Screen::new(),
             )
             .await?;
             all_ok &= reports.last().is_none_or(Report::succeeded);
         }
-        println!("\n══ The VMs now ══\n");
-        print!("{}", vm_table(&client).await?);
+        outln!("\n══ The VMs now ══\n");
+        outp!("{}", vm_table(&client).await?);
         server.shutdown().await?;
         Ok(if all_ok { EXIT_OK } else { EXIT_ERROR })
     })
@@ -168,7 +171,7 @@ async fn prepare(
         }
     }
     if !made.is_empty() {
-        eprintln!(
+        errln!(
             "Prepared the cluster as an administrator would: {}.",
             made.join(", ")
         );

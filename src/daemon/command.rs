@@ -121,33 +121,14 @@ pub struct DaemonArgs {
     pub no_events: bool,
 }
 
-/// The daemon's log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+/// The daemon's log format (`text` for people, `json` for log collectors).
+pub use crate::cli::term::LogFormat;
 
 /// Install the daemon's log subscriber on stderr: `format`, level `info` unless RUST_LOG sets
-/// filters.
+/// filters; text is coloured only on a terminal (never into a file), as `--color` and
+/// `NO_COLOR` allow.
 pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => {
-            use std::io::IsTerminal;
-            builder.with_ansi(std::io::stderr().is_terminal()).init();
-        }
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
+    crate::cli::term::init_logging(format, "info");
 }
 
 /// Errors of starting the daemon.
@@ -263,7 +244,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "the daemon failed");
-            eprintln!("error: {e}");
+            crate::cli::term::err(&format!("error: {e}\n"));
             ExitCode::from(crate::cli::EXIT_ERROR)
         }
     }
@@ -400,6 +381,11 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
             metrics: Arc::clone(&metrics),
             webhook_secret,
             triggers,
+            follows: if args.watch {
+                None
+            } else {
+                args.selector().followed_ref()
+            },
         });
         let mut server_stop = finished.clone();
         let server = tokio::spawn(async move {
@@ -417,6 +403,7 @@ fn run_daemon(args: DaemonArgs) -> Result<(), Error> {
                 timeouts: args.step_timeout.map(Timeouts::all).unwrap_or_default(),
                 events: !args.no_events,
                 instance: identity.clone(),
+                series: super::events::Series::default(),
             },
             stopped.clone(),
             leader,

@@ -6,14 +6,21 @@
 //! order the steps finished; a failed write is logged and never fails the apply. The object's
 //! uid (which `kubectl describe` selects Events by) is read once per object and apply.
 //!
+//! Once per change, as client-go's event recorder does: the same Event again (object, reason,
+//! action and message, which names the revision) — a failure that recurs on every drift
+//! reconcile — is not written anew but counted on the Event already there (`count`,
+//! `lastTimestamp`), which `kubectl describe` shows as `(x5 over 20m)`. A [`Series`] remembers
+//! the Events written across reconciles, up to [`SERIES_CAPACITY`].
+//!
 //! Depends on kube-rs, k8s-openapi and the executor's data types ([`crate::apply`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -76,6 +83,86 @@ impl StepEvent {
     }
 }
 
+/// Events remembered at most (client-go's event correlator keeps as many): the oldest is
+/// forgotten first, and a repeat of it is written anew.
+pub const SERIES_CAPACITY: usize = 4096;
+
+/// What identifies an Event as a repeat: the object, reason, action and message.
+type SeriesKey = (ObjectRef, &'static str, String, String);
+
+/// The Events written so far, by what they say, so a repeat is counted instead of written.
+/// Shared by the reconciles of one daemon.
+#[derive(Debug, Clone, Default)]
+pub struct Series(Arc<Mutex<SeriesState>>);
+
+#[derive(Debug, Default)]
+struct SeriesState {
+    written: HashMap<SeriesKey, Written>,
+    /// Keys by when they were last used, for forgetting the oldest.
+    order: BTreeMap<u64, SeriesKey>,
+    clock: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Written {
+    /// The Event's name.
+    name: String,
+    count: i32,
+    used: u64,
+}
+
+fn key(event: &StepEvent) -> SeriesKey {
+    (
+        event.target.clone(),
+        event.reason,
+        event.action.clone(),
+        event.message.clone(),
+    )
+}
+
+impl Series {
+    fn state(&self) -> std::sync::MutexGuard<'_, SeriesState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The Event already written for `event` and its count so far, if any.
+    fn written(&self, event: &StepEvent) -> Option<(String, i32)> {
+        let state = self.state();
+        state
+            .written
+            .get(&key(event))
+            .map(|w| (w.name.clone(), w.count))
+    }
+
+    /// Remember that `event` is on the Event `name`, seen `count` times.
+    fn remember(&self, event: &StepEvent, name: String, count: i32) {
+        let mut state = self.state();
+        state.clock += 1;
+        let used = state.clock;
+        let k = key(event);
+        if let Some(old) = state.written.get(&k).map(|w| w.used) {
+            state.order.remove(&old);
+        }
+        state.order.insert(used, k.clone());
+        state.written.insert(k, Written { name, count, used });
+        while state.written.len() > SERIES_CAPACITY {
+            let Some((_, oldest)) = state.order.pop_first() else {
+                break;
+            };
+            state.written.remove(&oldest);
+        }
+    }
+
+    /// How many Events are remembered.
+    pub fn len(&self) -> usize {
+        self.state().written.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Writes [`StepEvent`]s in the background.
 pub struct Recorder {
     sender: mpsc::UnboundedSender<StepEvent>,
@@ -83,10 +170,17 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Start the writer; `instance` is the `reportingInstance` (the daemon's identity).
+    /// Start the writer; `instance` is the `reportingInstance` (the daemon's identity). Each
+    /// Event is written once; see [`Recorder::start_with`] to count repeats across reconciles.
     pub fn start(cluster: Cluster, instance: String) -> Recorder {
+        Recorder::start_with(cluster, instance, Series::default())
+    }
+
+    /// Start the writer, counting repeats of the Events in `series` on the Event already
+    /// written rather than writing new ones.
+    pub fn start_with(cluster: Cluster, instance: String, series: Series) -> Recorder {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(write_all(cluster, instance, receiver));
+        let task = tokio::spawn(write_all(cluster, instance, receiver, series));
         Recorder { sender, task }
     }
 
@@ -118,10 +212,32 @@ async fn write_all(
     cluster: Cluster,
     instance: String,
     mut receiver: mpsc::UnboundedReceiver<StepEvent>,
+    series: Series,
 ) {
     let mut uids: HashMap<ObjectRef, Option<String>> = HashMap::new();
     let mut sequence: u32 = 0;
     while let Some(event) = receiver.recv().await {
+        let api: Api<Event> = Api::namespaced(cluster.client().clone(), &event.target.namespace);
+        if let Some((name, count)) = series.written(&event) {
+            // A repeat: count it on the Event already there.
+            let now = Time(jiff::Timestamp::now());
+            let patch = serde_json::json!({"count": count + 1, "lastTimestamp": now});
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    series.remember(&event, name, count + 1);
+                    continue;
+                }
+                // Gone (Events expire, an hour by default): write it anew below.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => {
+                    tracing::warn!(object = %event.target, reason = event.reason, error = %e, "events: cannot count a repeated Event (ignored)");
+                    continue;
+                }
+            }
+        }
         let uid = match uids.get(&event.target) {
             Some(uid) => uid.clone(),
             None => {
@@ -135,9 +251,15 @@ async fn write_all(
         };
         sequence = sequence.wrapping_add(1);
         let manifest = event_manifest(&event, uid, &instance, sequence);
-        let api: Api<Event> = Api::namespaced(cluster.client().clone(), &event.target.namespace);
-        if let Err(e) = api.create(&PostParams::default(), &manifest).await {
-            tracing::warn!(object = %event.target, reason = event.reason, error = %e, "events: cannot write an Event (ignored)");
+        match api.create(&PostParams::default(), &manifest).await {
+            Ok(_) => {
+                if let Some(name) = manifest.metadata.name {
+                    series.remember(&event, name, 1);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(object = %event.target, reason = event.reason, error = %e, "events: cannot write an Event (ignored)");
+            }
         }
     }
 }
@@ -212,6 +334,35 @@ mod tests {
             reason: String::new(),
             batch: None,
         }
+    }
+
+    #[test]
+    fn the_series_remembers_what_was_written_and_forgets_the_oldest() {
+        let series = Series::default();
+        let event = |n: usize| StepEvent {
+            target: ObjectRef::vm("apps", format!("vm-{n}")),
+            reason: REASON_FAILED,
+            kind: "Warning",
+            action: "cpu".into(),
+            message: "cpu (live, revision abc): HotVCPUChange=False".into(),
+        };
+        assert_eq!(series.written(&event(0)), None);
+        series.remember(&event(0), "vm-0.1".into(), 1);
+        series.remember(&event(0), "vm-0.1".into(), 2);
+        assert_eq!(series.written(&event(0)), Some(("vm-0.1".into(), 2)));
+        let mut other_revision = event(0);
+        other_revision.message = "cpu (live, revision def): HotVCPUChange=False".into();
+        assert_eq!(
+            series.written(&other_revision),
+            None,
+            "a new change, a new Event"
+        );
+        for n in 1..=SERIES_CAPACITY {
+            series.remember(&event(n), format!("vm-{n}.1"), 1);
+        }
+        assert_eq!(series.len(), SERIES_CAPACITY);
+        assert_eq!(series.written(&event(0)), None, "the oldest is forgotten");
+        assert!(series.written(&event(SERIES_CAPACITY)).is_some());
     }
 
     #[test]

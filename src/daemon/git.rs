@@ -91,6 +91,8 @@ pub enum Error {
     },
     #[error("a previous fetch of {0} is still running")]
     Busy(String),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::Error),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
@@ -107,6 +109,18 @@ pub enum Selector {
     Tag(String),
     /// Exactly this commit (full 40-hex SHA-1); fetched once, never moved.
     Commit(String),
+}
+
+impl Selector {
+    /// The full ref a push must change to matter: `refs/heads/<branch>`, `refs/tags/<tag>`;
+    /// `None` for a pinned commit.
+    pub fn followed_ref(&self) -> Option<String> {
+        match self {
+            Selector::Branch(b) => Some(format!("refs/heads/{b}")),
+            Selector::Tag(t) => Some(format!("refs/tags/{t}")),
+            Selector::Commit(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for Selector {
@@ -499,6 +513,21 @@ impl Source {
         let mut options = FetchOptions::new();
         options.remote_callbacks(self.callbacks()?);
         options.download_tags(git2::AutotagOption::None);
+        // HTTPS_PROXY and NO_PROXY, read as for the cluster (libgit2 reads none unless told
+        // to). Only for https:// remotes: libgit2 1.9 connects to a plain http:// remote
+        // directly even when given a proxy.
+        let url = self.fetch_url();
+        let proxy = if url.starts_with("https://") {
+            crate::proxy::for_target(&url, None, &crate::proxy::Env::from_process())?
+        } else {
+            None
+        };
+        if let Some(proxy) = proxy {
+            tracing::debug!(url = %self.config.url, proxy = %proxy, "fetching through a proxy");
+            let mut proxy_options = git2::ProxyOptions::new();
+            proxy_options.url(&proxy.uri.to_string());
+            options.proxy_options(proxy_options);
+        }
         remote
             .fetch(&refspecs, Some(&mut options), None)
             .map_err(self.git_error("cannot fetch"))?;

@@ -6,7 +6,7 @@
 //! | `GET /readyz` | 200 once the first sync attempt has finished, 503 before |
 //! | `GET /metrics` | Prometheus metrics, OpenMetrics text |
 //! | `GET /status` | the [`Status`](super::status::Status) as JSON |
-//! | `POST /hooks/git` | 202 and a fetch triggered when `X-Hub-Signature-256` verifies; 401 otherwise; a GitHub `ping` gets 200 and triggers nothing |
+//! | `POST /hooks/git` | 202 and a fetch triggered when the delivery verifies (GitHub, Gitea, GitLab, Bitbucket: [`super::webhook`]); 401 otherwise; a `ping`, and a push to another branch or tag than the one followed, get 200 and trigger nothing |
 //!
 //! The webhook is the one endpoint that takes a body, from anyone who can reach the port, so it
 //! is guarded before it reads one (issue #13, finding 7): a request without a well-formed
@@ -61,6 +61,9 @@ pub struct AppState {
     pub webhook_secret: Option<Arc<[u8]>>,
     /// Where a verified webhook sends [`Trigger::Webhook`].
     pub triggers: mpsc::Sender<Trigger>,
+    /// The full ref followed (`refs/heads/main`, `refs/tags/v1`): a push that does not change
+    /// it triggers nothing. `None` (a pinned commit, a watched directory): every push triggers.
+    pub follows: Option<String>,
 }
 
 /// The router of every endpoint.
@@ -136,12 +139,10 @@ async fn git_hook(
     body: Body,
 ) -> Response {
     let secret = state.webhook_secret.as_deref().unwrap_or_default();
-    let signature = headers
-        .get(webhook::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     // Before the body: a request that cannot verify is refused unread.
-    let signature = match webhook::precheck(secret, signature) {
-        Ok(s) => s,
+    let credential = match webhook::precheck_headers(secret, header) {
+        Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "webhook refused");
             return text(StatusCode::UNAUTHORIZED, format!("{e}\n"));
@@ -182,16 +183,38 @@ async fn git_hook(
             );
         }
     };
-    if let Err(e) = webhook::verify_signature(secret, &body, &signature) {
+    if let Err(e) = credential.verify(secret, &body) {
         tracing::warn!(error = %e, "webhook refused");
         return text(StatusCode::UNAUTHORIZED, format!("{e}\n"));
     }
-    let event = headers
-        .get("x-github-event")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if event == "ping" {
-        return text(StatusCode::OK, "pong\n");
+    let event = [
+        "x-github-event",
+        "x-gitea-event",
+        "x-gitlab-event",
+        "x-event-key",
+    ]
+    .into_iter()
+    .find_map(header)
+    .unwrap_or_default();
+    match webhook::delivery(header, &body) {
+        webhook::Delivery::Ping => return text(StatusCode::OK, "pong\n"),
+        webhook::Delivery::Push(refs)
+            if state
+                .follows
+                .as_ref()
+                .is_some_and(|followed| !refs.contains(followed)) =>
+        {
+            let followed = state.follows.as_deref().unwrap_or_default();
+            tracing::info!(event, refs = %refs.join(","), followed, "webhook: a push to another ref; nothing to fetch");
+            return text(
+                StatusCode::OK,
+                format!(
+                    "ignored: the push changed {}, and {followed} is followed\n",
+                    refs.join(", ")
+                ),
+            );
+        }
+        webhook::Delivery::Push(_) | webhook::Delivery::Unknown => {}
     }
     match state.triggers.try_send(Trigger::Webhook) {
         // Full: a trigger is already pending, and the fetch it causes covers this push too.
@@ -232,6 +255,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             webhook_secret: Some(Arc::from(SECRET)),
             triggers,
+            follows: Some("refs/heads/main".into()),
         };
         (router(state.clone()), state, received)
     }
@@ -404,6 +428,178 @@ mod tests {
         let (code, _, _) = within(call(&router, r)).await.unwrap();
         assert_eq!(code, StatusCode::ACCEPTED);
         assert_eq!(rx.try_recv().unwrap(), Trigger::Webhook);
+    }
+
+    /// A POST of `body` with `headers`.
+    fn post(headers: &[(&str, &str)], body: &'static [u8]) -> Request<Body> {
+        let mut request = Request::post("/hooks/git");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.body(Body::from(body)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_forges_deliveries_are_accepted_and_forged_ones_refused() {
+        let (router, _state, mut rx) = app();
+        let secret = std::str::from_utf8(SECRET).unwrap();
+        let github: &'static [u8] = br#"{"ref":"refs/heads/main"}"#;
+        let gitlab: &'static [u8] = br#"{"object_kind":"push","ref":"refs/heads/main"}"#;
+        let bitbucket_cloud: &'static [u8] =
+            br#"{"push":{"changes":[{"new":{"type":"branch","name":"main"},"old":null}]}}"#;
+        let bitbucket_dc: &'static [u8] =
+            br#"{"eventKey":"repo:refs_changed","changes":[{"ref":{"id":"refs/heads/main"}}]}"#;
+        /// A forge, the headers it sends and the body they sign.
+        type Delivery = (&'static str, Vec<(&'static str, String)>, &'static [u8]);
+        let accepted: Vec<Delivery> = vec![
+            (
+                "GitHub",
+                vec![
+                    ("X-GitHub-Event", "push".into()),
+                    ("X-Hub-Signature-256", webhook::sign(SECRET, github)),
+                ],
+                github,
+            ),
+            (
+                "Gitea",
+                vec![
+                    ("X-Gitea-Event", "push".into()),
+                    ("X-Hub-Signature-256", webhook::sign(SECRET, github)),
+                ],
+                github,
+            ),
+            (
+                "GitLab",
+                vec![
+                    ("X-Gitlab-Event", "Push Hook".into()),
+                    ("X-Gitlab-Token", secret.into()),
+                ],
+                gitlab,
+            ),
+            (
+                "Bitbucket Cloud",
+                vec![
+                    ("X-Event-Key", "repo:push".into()),
+                    ("X-Hub-Signature", webhook::sign(SECRET, bitbucket_cloud)),
+                ],
+                bitbucket_cloud,
+            ),
+            (
+                "Bitbucket Data Center",
+                vec![
+                    ("X-Event-Key", "repo:refs_changed".into()),
+                    ("X-Hub-Signature", webhook::sign(SECRET, bitbucket_dc)),
+                ],
+                bitbucket_dc,
+            ),
+            (
+                "GitHub, SHA-1 only",
+                vec![
+                    ("X-GitHub-Event", "push".into()),
+                    ("X-Hub-Signature", webhook::sign_sha1(SECRET, github)),
+                ],
+                github,
+            ),
+        ];
+        for (forge, headers, body) in accepted {
+            let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (code, _, text) = call(&router, post(&pairs, body)).await;
+            assert_eq!(code, StatusCode::ACCEPTED, "{forge}: {text}");
+            assert_eq!(rx.try_recv().ok(), Some(Trigger::Webhook), "{forge}");
+            // The same delivery with its body changed, or signed with another secret.
+            let forged: Vec<(&str, String)> = headers
+                .iter()
+                .map(|(k, v)| match *k {
+                    "X-Gitlab-Token" => (*k, "guessed".to_owned()),
+                    "X-Hub-Signature" if v.starts_with("sha1=") => {
+                        (*k, webhook::sign_sha1(b"other", body))
+                    }
+                    k if k.starts_with("X-Hub-Signature") => (k, webhook::sign(b"other", body)),
+                    k => (k, v.clone()),
+                })
+                .collect();
+            let pairs: Vec<(&str, &str)> = forged.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (code, _, text) = call(&router, post(&pairs, body)).await;
+            assert_eq!(code, StatusCode::UNAUTHORIZED, "{forge} forged: {text}");
+            assert!(
+                rx.try_recv().is_err(),
+                "{forge}: a forged delivery triggers nothing"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wrong_gitlab_token_is_refused_before_the_body_is_read() {
+        let (router, _state, mut rx) = app();
+        let request = Request::post("/hooks/git")
+            .header("X-Gitlab-Event", "Push Hook")
+            .header("X-Gitlab-Token", "not the secret")
+            .header(header::CONTENT_LENGTH, 100)
+            .body(endless())
+            .unwrap();
+        let (code, _, text) = within(call(&router, request))
+            .await
+            .expect("answered without reading the body");
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        assert!(text.contains("X-Gitlab-Token does not match"), "{text}");
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn pushes_to_other_refs_trigger_nothing() {
+        let (router, mut state, mut rx) = app();
+        let secret = std::str::from_utf8(SECRET).unwrap();
+        for (forge, headers, body) in [
+            (
+                "GitHub",
+                ("X-GitHub-Event", "push"),
+                &br#"{"ref":"refs/heads/feature"}"#[..],
+            ),
+            (
+                "GitLab",
+                ("X-Gitlab-Event", "Push Hook"),
+                &br#"{"ref":"refs/heads/feature"}"#[..],
+            ),
+            (
+                "Bitbucket Cloud",
+                ("X-Event-Key", "repo:push"),
+                &br#"{"push":{"changes":[{"new":{"type":"branch","name":"feature"}}]}}"#[..],
+            ),
+            (
+                "a tag",
+                ("X-GitHub-Event", "push"),
+                &br#"{"ref":"refs/tags/main"}"#[..],
+            ),
+        ] {
+            let request = Request::post("/hooks/git")
+                .header(headers.0, headers.1)
+                .header("X-Gitlab-Token", secret)
+                .body(Body::from(body))
+                .unwrap();
+            let (code, _, text) = call(&router, request).await;
+            assert_eq!(code, StatusCode::OK, "{forge}: {text}");
+            assert!(
+                text.starts_with("ignored: the push changed"),
+                "{forge}: {text}"
+            );
+            assert!(
+                text.contains("refs/heads/main is followed"),
+                "{forge}: {text}"
+            );
+            assert!(rx.try_recv().is_err(), "{forge}");
+        }
+        // A tag is followed the same way; a payload without refs still triggers a fetch.
+        state.follows = Some("refs/tags/v2".into());
+        let router = super::router(state);
+        for body in [&br#"{"ref":"refs/tags/v2"}"#[..], &b"{}"[..]] {
+            let request = Request::post("/hooks/git")
+                .header("X-Gitlab-Token", secret)
+                .body(Body::from(body))
+                .unwrap();
+            let (code, _, _) = call(&router, request).await;
+            assert_eq!(code, StatusCode::ACCEPTED);
+            assert_eq!(rx.try_recv().unwrap(), Trigger::Webhook);
+        }
     }
 
     #[tokio::test]

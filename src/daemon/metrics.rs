@@ -11,6 +11,8 @@
 //! | `wukong_revision_info` | gauge (always 1) | `revision` in force |
 //! | `wukong_reconcile_in_progress` | gauge | 1 while a reconcile runs |
 //! | `wukong_steps_in_progress` | gauge | steps started and not finished |
+//! | `wukong_plan_steps` | gauge | `class`: steps of the last plan by class (create, live, restart, delete, refused, blocked), counted as the plan's summary; in `--plan-only` mode the drift not applied |
+//! | `wukong_held_steps_total` | counter | `class` (refused, blocked): steps the plan held back, counted when first seen |
 //!
 //! Owns the registry; depends on nothing else in the crate.
 
@@ -67,6 +69,11 @@ struct StepLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClassLabels {
+    class: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RevisionLabels {
     revision: String,
 }
@@ -89,6 +96,8 @@ pub struct Metrics {
     revision: Family<RevisionLabels, Gauge>,
     reconciling: Gauge,
     in_progress: Gauge,
+    plan_steps: Family<ClassLabels, Gauge>,
+    held: Family<ClassLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -110,6 +119,8 @@ impl Metrics {
         let revision = Family::<RevisionLabels, Gauge>::default();
         let reconciling = Gauge::default();
         let in_progress = Gauge::default();
+        let plan_steps = Family::<ClassLabels, Gauge>::default();
+        let held = Family::<ClassLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles, by how they ended",
@@ -157,7 +168,19 @@ impl Metrics {
             "Plan steps started and not finished (a long-waiting one shows here)",
             in_progress.clone(),
         );
+        registry.register(
+            "plan_steps",
+            "Steps of the last plan, by class (as the plan's summary counts them)",
+            plan_steps.clone(),
+        );
+        registry.register(
+            "held_steps",
+            "Steps the plan refused or blocked, counted when first seen",
+            held.clone(),
+        );
         Metrics {
+            plan_steps,
+            held,
             reconciling,
             in_progress,
             registry,
@@ -229,6 +252,24 @@ impl Metrics {
             .set(i64::try_from(steps).unwrap_or(i64::MAX));
     }
 
+    /// The last plan has `steps` steps of class `class`.
+    pub fn set_plan_steps(&self, class: &str, steps: usize) {
+        self.plan_steps
+            .get_or_create(&ClassLabels {
+                class: class.to_owned(),
+            })
+            .set(i64::try_from(steps).unwrap_or(i64::MAX));
+    }
+
+    /// A step of class `class` (refused, blocked) was held back for the first time.
+    pub fn step_held(&self, class: &str) {
+        self.held
+            .get_or_create(&ClassLabels {
+                class: class.to_owned(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text exposition of every metric ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -255,6 +296,8 @@ mod tests {
         m.set_revision("bbb");
         m.set_reconciling(true);
         m.set_in_progress(2);
+        m.set_plan_steps("blocked", 2);
+        m.step_held("refused");
         let text = m.encode();
         for line in [
             "wukong_reconciles_total{result=\"success\"} 1",
@@ -267,6 +310,8 @@ mod tests {
             "wukong_revision_info{revision=\"bbb\"} 1",
             "wukong_reconcile_in_progress 1",
             "wukong_steps_in_progress 2",
+            "wukong_plan_steps{class=\"blocked\"} 2",
+            "wukong_held_steps_total{class=\"refused\"} 1",
             "# EOF",
         ] {
             assert!(

@@ -5,8 +5,10 @@
 //! - [`git`]: the Git source (clone, fetch, one checkout per commit, last good revision);
 //! - [`schedule`]: poll interval with jitter, backoff after failed fetches (pure);
 //! - [`watch`]: a local working tree watched with notify, debounced;
-//! - [`webhook`]: `X-Hub-Signature-256` verification (pure);
-//! - [`metrics`]: Prometheus metrics; [`status`]: the `/status` model;
+//! - [`webhook`]: verification of GitHub, Gitea, GitLab and Bitbucket webhooks, and the refs a
+//!   push changed (pure);
+//! - [`metrics`]: Prometheus metrics; [`status`]: the `/status` model; [`observe`]: log
+//!   lines and metrics of the steps a plan holds back or leaves as drift;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/status`, `POST /hooks/git`;
 //! - [`rbac`]: a checker of Kubernetes RBAC rules, to prove `deploy/` grants what Wukong calls;
 //! - [`run`]: the loop that ties them together around a [`Reconciler`];
@@ -24,6 +26,7 @@ pub mod git;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod observe;
 pub mod pipeline;
 pub mod rbac;
 pub mod run;

@@ -48,6 +48,8 @@ pub struct ApplySettings {
     pub events: bool,
     /// `reportingInstance` of the Events (the replica's identity).
     pub instance: String,
+    /// The Events written so far, so a repeat is counted rather than written again.
+    pub series: super::events::Series,
 }
 
 /// Plans against the cluster `connection` points at and, when asked to and allowed, applies.
@@ -203,10 +205,13 @@ impl Pipeline {
 
     /// Execute `plan`, writing Events and logging every step.
     async fn execute(&self, cluster: &Cluster, plan: &Plan) -> Report {
-        let events = self
-            .settings
-            .events
-            .then(|| Recorder::start(cluster.clone(), self.settings.instance.clone()));
+        let events = self.settings.events.then(|| {
+            Recorder::start_with(
+                cluster.clone(),
+                self.settings.instance.clone(),
+                self.settings.series.clone(),
+            )
+        });
         let sender = events.as_ref().map(Recorder::sender);
         let revision = plan.revision.clone();
         let shared = self.shared.clone();

@@ -448,6 +448,12 @@ impl<R: Reconciler> Loop<R> {
             if outcome.error.is_none() {
                 self.shared.metrics.sync_succeeded(status::now_unix());
             }
+            super::observe::plan(
+                &self.shared.metrics,
+                status.last_plan.as_ref(),
+                outcome.plan.as_ref(),
+                self.options.plan_only,
+            );
             status.last_plan = outcome.plan;
             if outcome.apply.is_some() {
                 status.last_apply = outcome.apply;

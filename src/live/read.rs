@@ -76,6 +76,10 @@ impl Connection {
         // honouring Retry-After up to 30 s), so kube's own retry layer is switched off.
         let mut config = config;
         config.default_retry = false;
+        // HTTPS_PROXY/HTTP_PROXY/NO_PROXY and the kubeconfig's proxy-url, as kubectl reads them.
+        config.proxy_url =
+            crate::proxy::for_cluster(&config, self.kubeconfig.as_deref(), self.context.as_deref())
+                .map_err(|e| Error::Config(e.to_string()))?;
         kube::Client::try_from(config).map_err(Error::Client)
     }
 }

@@ -149,6 +149,14 @@ pub fn text(plan: &Plan, colour_on: bool) -> String {
                 paint(only.class, only.class.as_str()),
                 only.reason
             );
+            // What a create makes, as terraform lists a new resource's attributes.
+            if only.class == Class::Create
+                && let Some(manifest) = plan.writes.get(id)
+            {
+                for line in created(manifest) {
+                    let _ = writeln!(out, "      {line}");
+                }
+            }
             continue;
         }
         let _ = writeln!(out, "{} {name}{batch}", paint(head, symbol(head)));
@@ -171,6 +179,132 @@ pub fn text(plan: &Plan, colour_on: bool) -> String {
     }
     let _ = writeln!(out, "\n{}", summary_line(&plan.summary()));
     out
+}
+
+/// What a created object is, one line per part: a VM's CPU, memory, run strategy, disks and
+/// NICs; a network attachment's CNI type and VLAN. Read from the manifest to be written.
+pub fn created(manifest: &Value) -> Vec<String> {
+    let text = |v: Option<&Value>| -> Option<String> {
+        match v? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let mut lines = Vec::new();
+    match manifest.get("kind").and_then(Value::as_str) {
+        Some("VirtualMachine") => {
+            let spec = manifest.pointer("/spec/template/spec");
+            let at = |p: &str| spec.and_then(|s| s.pointer(p));
+            let count = |p: &str| at(p).and_then(Value::as_u64).unwrap_or(1);
+            let vcpus = count("/domain/cpu/sockets")
+                * count("/domain/cpu/cores")
+                * count("/domain/cpu/threads");
+            let mut cpu = format!("cpu      {vcpus}");
+            // A maximum above the size is room to hot-plug; one equal to it pins the size.
+            if let Some(max) = at("/domain/cpu/maxSockets").and_then(Value::as_u64)
+                && max > count("/domain/cpu/sockets")
+            {
+                let _ = write!(cpu, " (hot-plug up to {max} sockets)");
+            }
+            lines.push(cpu);
+            if let Some(guest) = text(at("/domain/memory/guest")) {
+                let mut memory = format!("memory   {guest}");
+                if let Some(max) = text(at("/domain/memory/maxGuest"))
+                    && max != guest
+                {
+                    let _ = write!(memory, " (hot-plug up to {max})");
+                }
+                lines.push(memory);
+            }
+            let mut run =
+                text(manifest.pointer("/spec/runStrategy")).unwrap_or_else(|| "Always".into());
+            if text(at("/startStrategy")).as_deref() == Some("Paused") {
+                run.push_str(", starts paused");
+            }
+            lines.push(format!("run      {run}"));
+            let empty = Vec::new();
+            let list = |p: &str| at(p).and_then(Value::as_array).unwrap_or(&empty);
+            let volumes = list("/volumes");
+            let templates = manifest
+                .pointer("/spec/dataVolumeTemplates")
+                .and_then(Value::as_array)
+                .unwrap_or(&empty);
+            for disk in list("/domain/devices/disks") {
+                let Some(name) = text(disk.get("name")) else {
+                    continue;
+                };
+                let volume = volumes
+                    .iter()
+                    .find(|v| text(v.get("name")).as_deref() == Some(&name));
+                if volume.is_some_and(|v| v.get("cloudInitNoCloud").is_some()) {
+                    lines.push(format!("disk     {name}  cloud-init"));
+                    continue;
+                }
+                let dv_name = volume.and_then(|v| text(v.pointer("/dataVolume/name")));
+                let template = templates
+                    .iter()
+                    .find(|t| text(t.pointer("/metadata/name")) == dv_name);
+                let mut line = format!("disk     {name}");
+                if let Some(t) = template {
+                    if let Some(size) = text(t.pointer("/spec/storage/resources/requests/storage"))
+                    {
+                        let _ = write!(line, "  {size}");
+                    }
+                    let source = t.pointer("/spec/source");
+                    let from = text(source.and_then(|s| s.pointer("/registry/url")))
+                        .or_else(|| text(source.and_then(|s| s.pointer("/http/url"))))
+                        .unwrap_or_else(|| "blank".into());
+                    let _ = write!(line, "  {from}");
+                    if let Some(class) = text(t.pointer("/spec/storage/storageClassName")) {
+                        let _ = write!(line, "  storage class {class}");
+                    }
+                }
+                lines.push(line);
+            }
+            let networks = list("/networks");
+            for nic in list("/domain/devices/interfaces") {
+                let Some(name) = text(nic.get("name")) else {
+                    continue;
+                };
+                let binding = ["masquerade", "bridge", "sriov"]
+                    .into_iter()
+                    .find(|b| nic.get(*b).is_some())
+                    .map(str::to_owned)
+                    .or_else(|| text(nic.pointer("/binding/name")))
+                    .unwrap_or_else(|| "?".into());
+                let network = networks
+                    .iter()
+                    .find(|n| text(n.get("name")).as_deref() == Some(&name));
+                let to = match network {
+                    Some(n) if n.get("pod").is_some() => "the pod network".to_owned(),
+                    Some(n) => text(n.pointer("/multus/networkName")).unwrap_or_else(|| "?".into()),
+                    None => "?".into(),
+                };
+                let mut line = format!("nic      {name}  {binding} → {to}");
+                if let Some(mac) = text(nic.get("macAddress")) {
+                    let _ = write!(line, "  {mac}");
+                }
+                lines.push(line);
+            }
+        }
+        Some("NetworkAttachmentDefinition") => {
+            let config: Value = manifest
+                .pointer("/spec/config")
+                .and_then(Value::as_str)
+                .and_then(|c| serde_json::from_str(c).ok())
+                .unwrap_or(Value::Null);
+            if let Some(t) = text(config.get("type")) {
+                let mut line = format!("cni      {t}");
+                if let Some(vlan) = text(config.get("vlan")) {
+                    let _ = write!(line, ", VLAN {vlan}");
+                }
+                lines.push(line);
+            }
+        }
+        _ => {}
+    }
+    lines
 }
 
 /// Escape text for a Markdown table cell.

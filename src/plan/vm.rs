@@ -861,6 +861,78 @@ fn differing_paths(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Like [`differing_paths`], with the values on both sides (`Null`: absent).
+fn differing_values(a: &Value, b: &Value, prefix: &str, out: &mut Vec<(String, Value, Value)>) {
+    const MAX: usize = 3;
+    if out.len() >= MAX || a == b {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Null) if !x.is_empty() => {
+            for (k, v) in x {
+                differing_values(v, &Value::Null, &format!("{prefix}.{k}"), out);
+            }
+        }
+        (Value::Null, Value::Object(y)) if !y.is_empty() => {
+            for (k, v) in y {
+                differing_values(&Value::Null, v, &format!("{prefix}.{k}"), out);
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                differing_values(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &format!("{prefix}.{k}"),
+                    out,
+                );
+            }
+        }
+        _ => out.push((
+            prefix.trim_start_matches('.').to_owned(),
+            a.clone(),
+            b.clone(),
+        )),
+    }
+}
+
+/// The old and the new values of changed fields, as a plan shows them (`"blue" → "green"`,
+/// `(none)` for a field that comes or goes): the values alone for one field, `path=value`
+/// pairs for several.
+fn old_and_new(values: &[(String, Value, Value)]) -> (String, String) {
+    /// Longest value shown; a long annotation is cut, the diff has it whole.
+    const MAX_VALUE: usize = 60;
+    let show = |v: &Value| -> String {
+        if v.is_null() {
+            return "(none)".into();
+        }
+        let text = v.to_string();
+        if text.chars().count() > MAX_VALUE {
+            let cut: String = text.chars().take(MAX_VALUE).collect();
+            format!("{cut}…")
+        } else {
+            text
+        }
+    };
+    match values {
+        [(_, old, new), ..] if values.iter().all(|(_, o, n)| o == old && n == new) => {
+            // One change in several places (a label on the VM and its template).
+            (show(old), show(new))
+        }
+        _ => {
+            let side = |pick: fn(&(String, Value, Value)) -> &Value| {
+                values
+                    .iter()
+                    .map(|v| format!("{}={}", v.0, show(pick(v))))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            (side(|v| &v.1), side(|v| &v.2))
+        }
+    }
+}
+
 /// Template fields KubeVirt's LiveUpdate handlers copy into the running instance
 /// (`handleAffinityChangeRequest`, `handleTolerationsChangeRequest`, kv:
 /// `pkg/virt-controller/watch/vm/vm.go` L749-806; the live-updatable set of
@@ -916,6 +988,9 @@ fn rest_steps(ctx: &Ctx<'_>, desired: &Value, live: &Value, steps: &mut Vec<Step
     if dother != lother {
         let mut paths = Vec::new();
         differing_paths(&lother, &dother, "", &mut paths);
+        let mut values = Vec::new();
+        differing_values(&lother, &dother, "", &mut values);
+        let (from, to) = old_and_new(&values);
         steps.push(
             Step::new(
                 ctx.id,
@@ -923,7 +998,8 @@ fn rest_steps(ctx: &Ctx<'_>, desired: &Value, live: &Value, steps: &mut Vec<Step
                 Class::Live,
                 "metadata changes; no restart",
             )
-            .item(paths.join(", ")),
+            .item(paths.join(", "))
+            .values(Some(from), Some(to)),
         );
     }
 }

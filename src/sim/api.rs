@@ -432,6 +432,11 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let path = uri.path().to_string();
+    // `kubectl get` asks for Tables (server-side printing, `super::table`).
+    let table = super::table::requested(&method, &headers, &uri).and_then(|t| match route(&path) {
+        Ok(Route::Resource(r, _)) => Some((t, r)),
+        _ => None,
+    });
     let mut cut_watch = None;
     let target = match route(&path) {
         Ok(Route::Resource(r, scope)) => Some((verb_of(&method, &scope, &uri), r, scope, None)),
@@ -458,7 +463,10 @@ async fn handle(
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::TooLarge),
         Err(e) => Err(Error::BadRequest(e.body_text())),
     };
-    let response = result.unwrap_or_else(IntoResponse::into_response);
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some((t, r)) = table {
+        response = t.respond(r, response).await;
+    }
     tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
     response
 }

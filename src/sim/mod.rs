@@ -31,6 +31,7 @@ pub mod selector;
 pub mod store;
 pub mod strategic;
 pub mod subresources;
+pub mod table;
 pub mod validation;
 pub mod version;
 

@@ -106,6 +106,7 @@ impl Daemon {
             metrics: Arc::clone(&metrics),
             webhook_secret: Some(Arc::from(SECRET)),
             triggers: triggers.clone(),
+            follows: Some("refs/heads/main".into()),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run::run(

@@ -591,32 +591,72 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
     assert_eq!(daemon.logs("apply finished").len(), drift_runs);
     assert_eq!(daemon.status().await["lastSync"]["revision"], c2.as_str());
 
-    // 4. A VM edited by hand (one more CPU) is put back on the drift timer.
-    sim.patch_vm(
-        NS,
-        "db",
-        json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 3}}}}}}),
-    )
-    .await;
-    let edited = sim.get(VM, NS, "db").unwrap();
-    assert_eq!(
-        edited["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"],
-        3
-    );
-    eventually("the hand edit undone", || async {
-        let vm = sim.get(VM, NS, "db").unwrap();
-        let vmi = sim.get(VMI, NS, "db");
-        let sockets = &vm["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"];
-        let running = vmi
-            .as_ref()
-            .map(|v| v["status"]["currentCPUTopology"]["sockets"].clone());
-        if *sockets == json!(2) && running == Some(json!(2)) && daemon.drift().await == Some(0.0) {
-            Ok(())
-        } else {
-            Err(format!("spec {sockets}, instance {running:?}"))
+    // 4. A VM edited by hand (one more CPU) is put back on the drift timer; edited the same
+    // way again, it is put back again, and its Event is counted rather than written twice.
+    let done_events = || {
+        sim.events()
+            .into_iter()
+            .filter(|e| e["involvedObject"]["name"] == "db" && e["reason"] == "WukongStepDone")
+            .collect::<Vec<Value>>()
+    };
+    let mut after_first_undo = 0;
+    for round in 0..2 {
+        sim.patch_vm(
+            NS,
+            "db",
+            json!({"spec": {"template": {"spec": {"domain": {"cpu": {"sockets": 3}}}}}}),
+        )
+        .await;
+        let edited = sim.get(VM, NS, "db").unwrap();
+        assert_eq!(
+            edited["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"],
+            3
+        );
+        eventually("the hand edit undone", || async {
+            let vm = sim.get(VM, NS, "db").unwrap();
+            let vmi = sim.get(VMI, NS, "db");
+            let sockets = &vm["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"];
+            let running = vmi
+                .as_ref()
+                .map(|v| v["status"]["currentCPUTopology"]["sockets"].clone());
+            if *sockets == json!(2)
+                && running == Some(json!(2))
+                && daemon.drift().await == Some(0.0)
+            {
+                Ok(())
+            } else {
+                Err(format!("spec {sockets}, instance {running:?}"))
+            }
+        })
+        .await;
+        // The undo's restart Event: written (round 0), then counted again (round 1).
+        let restarts = round + 1;
+        let events = eventually("the undo's Events", || async {
+            let events = done_events();
+            if events
+                .iter()
+                .any(|e| e["action"] == "restart" && e["count"] == restarts)
+            {
+                Ok(events)
+            } else {
+                Err(format!("{events:#?}"))
+            }
+        })
+        .await;
+        if round == 0 {
+            after_first_undo = events.len();
         }
-    })
-    .await;
+    }
+    let undo_events = done_events();
+    assert_eq!(
+        undo_events.len(),
+        after_first_undo,
+        "the second undo is counted on the first one's Events: {undo_events:#?}"
+    );
+    assert!(
+        undo_events.iter().any(|e| e["count"] == 2),
+        "{undo_events:#?}"
+    );
     let s = daemon.status().await;
     assert_eq!(
         s["lastSync"]["revision"],

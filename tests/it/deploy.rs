@@ -69,7 +69,7 @@ const CALLS: &[(&str, &str, &[&str], bool)] = &[
         &["get", "list", "patch", "delete"],
         true,
     ),
-    ("", "events", &["create"], true),
+    ("", "events", &["create", "patch"], true),
     (
         "coordination.k8s.io",
         "leases",
