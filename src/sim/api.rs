@@ -407,7 +407,7 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let path = uri.path().to_string();
-    let mut cut_watch = None;
+    let mut watch_fault = WatchFault::default();
     let target = match route(&path) {
         Ok(Route::Resource(r, scope)) => Some((verb_of(&method, &scope, &uri), r, scope, None)),
         _ => kubevirt_action(&path),
@@ -426,10 +426,13 @@ async fn handle(
             tracing::debug!(%method, %path, ?fault, "injected fault");
             return fault_response(fault, r, name);
         }
-        cut_watch = decision.cut_watch;
+        watch_fault = WatchFault {
+            cut: decision.cut_watch,
+            expire: decision.expire_watch,
+        };
     }
     let result = match body {
-        Ok(body) => dispatch(&shared, &method, &uri, &headers, &body, cut_watch),
+        Ok(body) => dispatch(&shared, &method, &uri, &headers, &body, watch_fault),
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::TooLarge),
         Err(e) => Err(Error::BadRequest(e.body_text())),
     };
@@ -526,7 +529,10 @@ fn fault_response(fault: Fault, r: &ResourceDef, name: &str) -> Response {
             ),
             json!({"name": name, "group": r.group, "kind": r.plural}),
         ),
-        Fault::InternalError | Fault::Latency(_) | Fault::DropWatch { .. } => status(
+        Fault::InternalError
+        | Fault::Latency(_)
+        | Fault::DropWatch { .. }
+        | Fault::ExpireWatch => status(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
             "Internal error occurred: injected fault".into(),
@@ -542,7 +548,7 @@ fn dispatch(
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
-    cut_watch: Option<Duration>,
+    watch_fault: WatchFault,
 ) -> Result<Response, Error> {
     if shared.kubevirt()
         && let Some(response) = subresources::dispatch(shared, method, uri, body)
@@ -576,7 +582,7 @@ fn dispatch(
             let query = Query::<HashMap<String, String>>::try_from_uri(uri)
                 .map_err(|e| Error::BadRequest(e.body_text()))?
                 .0;
-            resource(shared, method, r, scope, &query, headers, body, cut_watch)
+            resource(shared, method, r, scope, &query, headers, body, watch_fault)
         }
     }
 }
@@ -623,7 +629,7 @@ fn resource(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &Bytes,
-    cut_watch: Option<Duration>,
+    watch_fault: WatchFault,
 ) -> Result<Response, Error> {
     let ok = |code: StatusCode, v: Value| Ok(json_response(code, &v));
     match (scope, method.clone()) {
@@ -635,7 +641,7 @@ fn resource(
                 resources::selectable_fields(r),
             )?;
             if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
-                return watch(shared, r, ns, labels, fields, query, cut_watch);
+                return watch(shared, r, ns, labels, fields, query, watch_fault);
             }
             let limit = match query.get("limit") {
                 Some(l) => Some(
@@ -1010,6 +1016,15 @@ fn user_agent_manager(headers: &HeaderMap) -> Option<String> {
         .map(String::from)
 }
 
+/// What the injected faults do to one watch ([`Fault::DropWatch`], [`Fault::ExpireWatch`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct WatchFault {
+    /// End the watch after this long.
+    cut: Option<Duration>,
+    /// Answer a watch that resumes from a resourceVersion with `410 Expired`.
+    expire: bool,
+}
+
 /// One line of a watch stream.
 fn event_line(kind: &str, object: &Value) -> Bytes {
     let mut line = json!({"type": kind, "object": object}).to_string();
@@ -1132,7 +1147,7 @@ fn watch(
     labels: LabelSelector,
     fields: FieldSelector,
     query: &HashMap<String, String>,
-    cut_watch: Option<Duration>,
+    fault: WatchFault,
 ) -> Result<Response, Error> {
     let timeout = match query.get("timeoutSeconds") {
         Some(t) => Duration::from_secs(
@@ -1142,7 +1157,7 @@ fn watch(
         None => DEFAULT_WATCH_TIMEOUT,
     };
     // An injected dropped watch ends early, as if the connection broke.
-    let timeout = cut_watch.map_or(timeout, |cut| cut.min(timeout));
+    let timeout = fault.cut.map_or(timeout, |cut| cut.min(timeout));
     let mut w = Watch {
         shared: Arc::clone(shared),
         resource: r,
@@ -1169,6 +1184,16 @@ fn watch(
             w.since = rv
                 .parse()
                 .map_err(|_| Error::BadRequest(format!("invalid resource version: {rv}")))?;
+            if fault.expire {
+                // The injected compaction: everything up to now is gone from the log.
+                let (_, status) = Error::Store(store::Error::Gone {
+                    requested: w.since,
+                    oldest: w.shared.store().revision() + 1,
+                })
+                .status();
+                w.pending.push_back(event_line("ERROR", &status));
+                w.done = true;
+            }
         }
     }
     let stream = futures_util::stream::unfold(w, Watch::next);
