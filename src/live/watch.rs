@@ -274,7 +274,10 @@ pub struct Changes {
 impl std::fmt::Debug for Changes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Changes")
-            .field("in_sync", &(self.shared.synced.borrow().len() == self.shared.all))
+            .field(
+                "in_sync",
+                &(self.shared.synced.borrow().len() == self.shared.all),
+            )
             .finish()
     }
 }
@@ -427,7 +430,9 @@ impl Mirror {
                 .get(&collection.kind)
                 .map(|held| {
                     held.keys()
-                        .filter(|k| collection.holds(collection.kind, k) && !listed.contains_key(*k))
+                        .filter(|k| {
+                            collection.holds(collection.kind, k) && !listed.contains_key(*k)
+                        })
                         .cloned()
                         .collect()
                 })
@@ -502,10 +507,10 @@ impl Mirror {
             self.live
                 .remove(LiveKind::KubeVirt, &held.namespace, &held.name);
         }
-        if let Some((key, kv)) = self.kubevirts.iter().next() {
-            if self.live.insert(LiveKind::KubeVirt, kv.clone()).is_ok() {
-                self.held_kubevirt = Some(key.clone());
-            }
+        if let Some((key, kv)) = self.kubevirts.iter().next()
+            && self.live.insert(LiveKind::KubeVirt, kv.clone()).is_ok()
+        {
+            self.held_kubevirt = Some(key.clone());
         }
     }
 }
@@ -577,20 +582,16 @@ mod tests {
     #[test]
     fn the_first_kubevirt_cr_by_name_is_the_one_held() {
         let mut m = Mirror::default();
-        let cr = |name: &str, rv: &str| {
-            json!({"metadata": {"namespace": "kubevirt", "name": name, "resourceVersion": rv}})
-        };
+        let cr = |name: &str, rv: &str| json!({"metadata": {"namespace": "kubevirt", "name": name, "resourceVersion": rv}});
         let mut inbox = Inbox::default();
-        inbox.objects.insert(
-            key(LiveKind::KubeVirt, "kubevirt", "b"),
-            Some(cr("b", "1")),
-        );
+        inbox
+            .objects
+            .insert(key(LiveKind::KubeVirt, "kubevirt", "b"), Some(cr("b", "1")));
         m.absorb(inbox);
         let mut inbox = Inbox::default();
-        inbox.objects.insert(
-            key(LiveKind::KubeVirt, "kubevirt", "a"),
-            Some(cr("a", "2")),
-        );
+        inbox
+            .objects
+            .insert(key(LiveKind::KubeVirt, "kubevirt", "a"), Some(cr("a", "2")));
         m.absorb(inbox);
         let name = |m: &Mirror| {
             m.live()
@@ -601,10 +602,9 @@ mod tests {
         assert_eq!(name(&m).as_deref(), Some("a"));
         // A change of the one held replaces it.
         let mut inbox = Inbox::default();
-        inbox.objects.insert(
-            key(LiveKind::KubeVirt, "kubevirt", "a"),
-            Some(cr("a", "3")),
-        );
+        inbox
+            .objects
+            .insert(key(LiveKind::KubeVirt, "kubevirt", "a"), Some(cr("a", "3")));
         m.absorb(inbox);
         assert_eq!(
             m.live().kubevirt.as_ref().unwrap()["metadata"]["resourceVersion"],

@@ -119,7 +119,10 @@ impl Planner {
                 Some(m) => {
                     let keys = reads(fleet, id, ctx.desired(id), live);
                     for key in &keys {
-                        self.readers.entry(key.clone()).or_default().insert(id.clone());
+                        self.readers
+                            .entry(key.clone())
+                            .or_default()
+                            .insert(id.clone());
                     }
                     self.reads.insert(id.clone(), keys);
                     self.members.insert(id.clone(), m);

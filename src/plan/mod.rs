@@ -271,11 +271,8 @@ impl<'a> Context<'a> {
     pub fn new(fleet: &'a Fleet, desired: &'a [Rendered], live: &'a LiveState) -> Context<'a> {
         let desired: BTreeMap<&ObjectRef, &Value> =
             desired.iter().map(|r| (&r.id, &r.manifest)).collect();
-        let available = cluster::Availability::new(
-            live,
-            desired.keys().copied(),
-            &fleet.settings.namespaces,
-        );
+        let available =
+            cluster::Availability::new(live, desired.keys().copied(), &fleet.settings.namespaces);
         Context {
             fleet,
             live,

@@ -529,15 +529,14 @@ fn fault_response(fault: Fault, r: &ResourceDef, name: &str) -> Response {
             ),
             json!({"name": name, "group": r.group, "kind": r.plural}),
         ),
-        Fault::InternalError
-        | Fault::Latency(_)
-        | Fault::DropWatch { .. }
-        | Fault::ExpireWatch => status(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            "Internal error occurred: injected fault".into(),
-            json!({"causes": [{"message": "injected fault"}]}),
-        ),
+        Fault::InternalError | Fault::Latency(_) | Fault::DropWatch { .. } | Fault::ExpireWatch => {
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "Internal error occurred: injected fault".into(),
+                json!({"causes": [{"message": "injected fault"}]}),
+            )
+        }
     };
     json_response(code, &body)
 }

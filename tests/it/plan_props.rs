@@ -392,10 +392,15 @@ fn apply_edit(
             o["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"] = json!(c)
         }),
         Edit::DropVmi(i) => change(LiveKind::VirtualMachineInstance, i, &|o| *o = Value::Null),
-        Edit::NotMigratable(i) => change(LiveKind::VirtualMachineInstance, i, &|o| {
-            o["status"]["conditions"] =
-                json!([{"type": "LiveMigratable", "status": "False", "message": "not shared"}])
-        }),
+        Edit::NotMigratable(i) => {
+            change(
+                LiveKind::VirtualMachineInstance,
+                i,
+                &|o| {
+                    o["status"]["conditions"] = json!([{"type": "LiveMigratable", "status": "False", "message": "not shared"}])
+                },
+            )
+        }
         Edit::PvcSize(i, g) => change(LiveKind::PersistentVolumeClaim, i, &|o| {
             o["spec"]["resources"]["requests"]["storage"] = json!(format!("{g}Gi"));
             o["status"]["capacity"]["storage"] = json!(format!("{g}Gi"));
@@ -413,7 +418,11 @@ fn apply_edit(
             }
         }),
         Edit::Stranger(i) => {
-            let name = if i % 2 == 0 { format!("set-{}", i / 2) } else { format!("x{i}") };
+            let name = if i % 2 == 0 {
+                format!("set-{}", i / 2)
+            } else {
+                format!("x{i}")
+            };
             next.insert(
                 LiveKind::VirtualMachine,
                 json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
@@ -428,9 +437,9 @@ fn apply_edit(
         Edit::NoLiveMigrate => change(LiveKind::KubeVirt, 0, &|o| {
             o["spec"]["workloadUpdateStrategy"]["workloadUpdateMethods"] = json!([])
         }),
-        Edit::DropNad(i) => {
-            change(LiveKind::NetworkAttachmentDefinition, i, &|o| *o = Value::Null)
-        }
+        Edit::DropNad(i) => change(LiveKind::NetworkAttachmentDefinition, i, &|o| {
+            *o = Value::Null
+        }),
         Edit::Converge => {}
     }
     next
