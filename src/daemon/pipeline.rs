@@ -35,7 +35,7 @@ use crate::fleet::Fleet;
 use crate::identity::Kind;
 use crate::live::read::{Connection, Scope};
 use crate::live::watch::{Mirror, Watches};
-use crate::live::LiveState;
+use crate::live::{LiveKind, LiveState};
 use crate::plan::incremental::{self, Planner};
 use crate::plan::{self, Plan, output};
 use crate::render::Rendered;
@@ -89,7 +89,7 @@ struct Memory {
     planned: Option<u64>,
     /// The last plan after its dry runs, and its JSON, reused while the planner's is.
     refined: Option<(Arc<Plan>, Value)>,
-    /// The VMs' and sets' state, computed again when the live state changed.
+    /// The VMs' and sets' state, computed again when a VM changed.
     observed: Option<(Vec<status::VmState>, Vec<status::SetState>)>,
     /// Plans computed since the last check against a full plan.
     unchecked: u32,
@@ -287,7 +287,13 @@ impl Pipeline {
     }
 
     /// Check the writes of `plan` with server-side dry runs (cached between cycles).
-    async fn refine(&self, client: &kube::Client, plan: &mut Plan, live: &LiveState, ids: &BTreeSet<crate::identity::ObjectRef>) {
+    async fn refine(
+        &self,
+        client: &kube::Client,
+        plan: &mut Plan,
+        live: &LiveState,
+        ids: &BTreeSet<crate::identity::ObjectRef>,
+    ) {
         let mut cache = self.dry_runs.lock().await;
         let sent =
             apply::dry_run::check(&Cluster::new(client.clone()), plan, live, &mut cache).await;
@@ -369,7 +375,9 @@ impl Pipeline {
             .last_stats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = cycle;
-        if !changed.is_empty() || memory.observed.is_none() {
+        // The VMs' and sets' state is read from the VMs alone.
+        if memory.observed.is_none() || changed.iter().any(|(k, _)| *k == LiveKind::VirtualMachine)
+        {
             memory.observed = Some(status::observe(&loaded.fleet, live));
         }
         let refined = match &memory.refined {
@@ -500,7 +508,11 @@ impl Pipeline {
 impl Pipeline {
     /// The revision at `fleet_root`, loaded and rendered: from memory when it was loaded
     /// before (a Git checkout never changes; a plain directory is loaded every time).
-    async fn loaded(&self, fleet_root: &Path, revision: &str) -> Result<Arc<Loaded>, ReconcileError> {
+    async fn loaded(
+        &self,
+        fleet_root: &Path,
+        revision: &str,
+    ) -> Result<Arc<Loaded>, ReconcileError> {
         let immutable = self.checkout_subdir.is_some();
         let remembered = || {
             self.loaded
@@ -517,9 +529,7 @@ impl Pipeline {
         let loaded = Arc::new(Loaded {
             revision: revision.to_owned(),
             fleet_root: fleet_root.to_owned(),
-            generation: self
-                .loads
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            generation: self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
             ids: objects.iter().map(|o| o.id.clone()).collect(),
             fleet,
             objects,
