@@ -349,3 +349,41 @@ async fn objects_of_others_are_watched_as_a_list_reads_them() {
     let (watched, _) = pipeline.last_state().await.unwrap();
     assert!(watched.vm(NS, "stranger").is_none());
 }
+
+/// Verification waits follow the watches: with polling set to once an hour, a live CPU change
+/// is still verified as soon as the instance shows it, because the wait reads again when a
+/// watch reports a change of the VM or its instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_waits_wake_on_watch_events_not_on_a_timer() {
+    let rig = Rig::start(&[]).await;
+    let pipeline = rig.pipeline();
+    rig.converge(&pipeline).await;
+    drop(pipeline);
+    rig.edit_db_cpu().await;
+    let (fleet, objects) = wukong::cli::load_and_render(&rig.root(), REVISION).unwrap();
+    let live = rig.list().await;
+    let plan = wukong::plan::plan(&fleet, &objects, &live, REVISION);
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| s.change == wukong::plan::Change::Cpu && s.acts()),
+        "{}",
+        wukong::plan::output::text(&plan, false)
+    );
+    let watches = wukong::live::watch::Watches::start(&rig.sim.client, &Scope::of(&fleet));
+    watches.synced(Duration::from_secs(30)).await.unwrap();
+    let options = wukong::apply::Options {
+        poll: Duration::from_secs(3600),
+        changes: Some(watches.changes()),
+        ..wukong::apply::Options::default()
+    };
+    let cluster = wukong::apply::Cluster::new(rig.sim.client.clone());
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        wukong::apply::execute(&cluster, &plan, &options),
+    )
+    .await
+    .expect("verified without waiting for the hourly poll");
+    assert!(report.succeeded(), "{:#}", report.json());
+    rig.db_restored().unwrap();
+}
