@@ -173,7 +173,8 @@ fn the_lease_is_granted_in_wukongs_namespace_only_and_by_name() {
         ("delete", "", "persistentvolumeclaims"),
         ("create", "kubevirt.io", "virtualmachines"),
         ("update", "kubevirt.io", "virtualmachines"),
-        ("watch", "kubevirt.io", "virtualmachines"),
+        ("deletecollection", "kubevirt.io", "virtualmachines"),
+        ("watch", "", "secrets"),
     ] {
         let request = Request {
             verb: verb.into(),
