@@ -28,6 +28,7 @@ use super::calls::{CallError, Cluster};
 use super::report::{Report, StepResult, what};
 use super::verify::{self, Verdict};
 use crate::identity::{Kind, LABEL_SET, ObjectRef};
+use crate::live::watch::{Changes, Touched};
 use crate::live::{LiveKind, label, owned_by, quantity_at, str_at};
 use crate::plan::shape::{normalize, unplugging, without_nics};
 use crate::plan::view::live_view;
@@ -38,6 +39,11 @@ use crate::quantity::Quantity;
 
 /// Longest interval between verification reads.
 const MAX_POLL: Duration = Duration::from_secs(2);
+
+/// While a wait follows watch events, how long it goes without a change before it reads
+/// again anyway: a safety net for a change the watches could not report (one of them being
+/// re-established). Far longer than the polling it replaces, as it rarely finds anything.
+const EVENT_FALLBACK: Duration = Duration::from_secs(5);
 
 /// How long each kind of step may take to show on the VM.
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +168,10 @@ pub struct Options {
     pub poll: Duration,
     pub stop: StopSignal,
     pub progress: Option<Progress>,
+    /// The changes open watches see (the daemon's): while they are in sync, a verification
+    /// wait reads again when an object it looks at changed, instead of polling. `None` (the
+    /// CLI): polling.
+    pub changes: Option<Changes>,
 }
 
 impl Default for Options {
@@ -172,6 +182,7 @@ impl Default for Options {
             poll: Duration::from_millis(50),
             stop: StopSignal::default(),
             progress: None,
+            changes: None,
         }
     }
 }
@@ -1163,6 +1174,11 @@ impl Executor<'_> {
     }
 
     /// [`Executor::wait`]; `cancellable`: give up when the apply is superseded.
+    ///
+    /// Between reads it sleeps, doubling the interval from [`Options::poll`] up to
+    /// [`MAX_POLL`]; or, where watches are open ([`Options::changes`]), until one of the
+    /// objects read changed (at most [`EVENT_FALLBACK`]). Either way every verdict comes from
+    /// a fresh read, so the two decide alike.
     async fn wait_unless(
         &self,
         step: &Step,
@@ -1175,6 +1191,13 @@ impl Executor<'_> {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("nothing read yet");
         let mut interval = self.options.poll;
+        // Subscribed before the first read, so no change after it goes unseen.
+        let mut changes = self
+            .options
+            .changes
+            .as_ref()
+            .filter(|c| c.open())
+            .map(Changes::subscribe);
         loop {
             if superseded() {
                 return Err(Wait::Superseded);
@@ -1192,16 +1215,29 @@ impl Executor<'_> {
                 },
                 Err(e) => last = e.to_string(),
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(Wait::Timeout(last));
             }
+            let pause = async {
+                match changes.as_mut() {
+                    Some(rx) => {
+                        let until = deadline.min(now + EVENT_FALLBACK);
+                        if !changed(rx, &step.target, claim, until.into()).await {
+                            // The watches are gone: poll from now on.
+                            changes = None;
+                        }
+                    }
+                    None => tokio::time::sleep(interval).await,
+                }
+            };
             if cancellable {
                 tokio::select! {
-                    () = tokio::time::sleep(interval) => {}
+                    () = pause => {}
                     () = self.options.stop.wait_superseded() => return Err(Wait::Superseded),
                 }
             } else {
-                tokio::time::sleep(interval).await;
+                pause.await;
             }
             interval = (interval * 2).min(MAX_POLL).max(self.options.poll);
         }
@@ -1213,6 +1249,47 @@ impl Executor<'_> {
             Err(Wait::Failed(why)) => StepResult::failed(step, why),
             Err(Wait::Timeout(why)) => StepResult::failed(step, format!("timed out: {why}")),
             Err(Wait::Superseded) => StepResult::skipped(step, SUPERSEDED),
+        }
+    }
+}
+
+/// Wait until a watch reports a change of `target` (its VM and instance, or the network
+/// attachment) or of the claim `claim` in its namespace, or a re-list, or until `until`.
+/// `false` when the watches are gone.
+async fn changed(
+    rx: &mut tokio::sync::broadcast::Receiver<Touched>,
+    target: &ObjectRef,
+    claim: Option<&str>,
+    until: tokio::time::Instant,
+) -> bool {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let touched = match tokio::time::timeout_at(until, rx.recv()).await {
+            Err(_) => return true,
+            Ok(Err(RecvError::Closed)) => return false,
+            // Changes were missed: one of them may be ours.
+            Ok(Err(RecvError::Lagged(_))) => return true,
+            Ok(Ok(t)) => t,
+        };
+        let ours = match &touched {
+            Touched::Listed(_) => true,
+            Touched::Object(kind, key) => {
+                key.namespace == target.namespace
+                    && match kind {
+                        LiveKind::VirtualMachine | LiveKind::VirtualMachineInstance => {
+                            target.kind == Kind::VirtualMachine && key.name == target.name
+                        }
+                        LiveKind::NetworkAttachmentDefinition => {
+                            target.kind == Kind::NetworkAttachmentDefinition
+                                && key.name == target.name
+                        }
+                        LiveKind::PersistentVolumeClaim => claim == Some(key.name.as_str()),
+                        _ => false,
+                    }
+            }
+        };
+        if ours {
+            return true;
         }
     }
 }

@@ -205,15 +205,25 @@ pub fn observe(fleet: &Fleet, live: &LiveState) -> (Vec<VmState>, Vec<SetState>)
         .map(str::to_owned);
     }
     let vms: Vec<VmState> = vms.into_values().collect();
+    // Existing and ready members, by set: one pass over the VMs, not one per set.
+    let mut counts: BTreeMap<(&str, &str), (u32, u32)> = BTreeMap::new();
+    for vm in vms.iter().filter(|vm| vm.exists) {
+        if let Some(set) = &vm.set {
+            let (c, r) = counts
+                .entry((vm.namespace.as_str(), set.as_str()))
+                .or_default();
+            *c += 1;
+            *r += u32::from(vm.ready);
+        }
+    }
     let sets = fleet
         .sets
         .values()
         .map(|set| {
-            let members = vms.iter().filter(|vm| {
-                vm.exists && vm.namespace == set.namespace && vm.set.as_deref() == Some(&set.name)
-            });
-            let (current, ready) =
-                members.fold((0, 0), |(c, r), vm| (c + 1, r + u32::from(vm.ready)));
+            let (current, ready) = counts
+                .get(&(set.namespace.as_str(), set.name.as_str()))
+                .copied()
+                .unwrap_or_default();
             SetState {
                 namespace: set.namespace.clone(),
                 name: set.name.clone(),

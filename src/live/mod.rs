@@ -6,6 +6,7 @@
 //! indexing, the ownership test and the snapshot format; it knows nothing of fleets or plans.
 
 pub mod read;
+pub mod watch;
 
 use std::collections::BTreeMap;
 
@@ -235,6 +236,34 @@ impl LiveState {
             }
         }
         Ok(())
+    }
+
+    /// Forget the object of `kind` named `namespace`/`name` (`namespace` empty for cluster-scoped
+    /// kinds), as when a watch reports it deleted. Returns whether it was there. The KubeVirt
+    /// CR is removed only when it is the one held.
+    pub fn remove(&mut self, kind: LiveKind, namespace: &str, name: &str) -> bool {
+        let key = || NsName::new(namespace, name);
+        match kind {
+            LiveKind::VirtualMachine => self.objects.remove(&ObjectRef::vm(namespace, name)),
+            LiveKind::NetworkAttachmentDefinition => self.objects.remove(&ObjectRef::new(
+                Kind::NetworkAttachmentDefinition,
+                namespace,
+                name,
+            )),
+            LiveKind::VirtualMachineInstance => self.vmis.remove(&key()),
+            LiveKind::PersistentVolumeClaim => self.pvcs.remove(&key()),
+            LiveKind::DataVolume => self.data_volumes.remove(&key()),
+            LiveKind::StorageClass => self.storage_classes.remove(name),
+            LiveKind::KubeVirt => {
+                let held = self.kubevirt.as_ref().is_some_and(|kv| {
+                    str_at(kv, &["metadata", "name"]) == Some(name)
+                        && str_at(kv, &["metadata", "namespace"]).unwrap_or_default() == namespace
+                });
+                if held { self.kubevirt.take() } else { None }
+            }
+            LiveKind::Namespace => self.namespaces.as_mut().and_then(|n| n.remove(name)),
+        }
+        .is_some()
     }
 
     /// Parse a snapshot file's text.

@@ -85,7 +85,7 @@ impl Connection {
 }
 
 /// Which namespaces to read: the fleet's allowlist, or every namespace when it has none.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     All,
     Namespaces(BTreeSet<String>),

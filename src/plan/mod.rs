@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod converge;
 pub mod dry_run;
+pub mod incremental;
 pub mod output;
 pub mod shape;
 pub mod view;
@@ -233,129 +234,194 @@ impl Plan {
 }
 
 /// Compute the plan that takes `live` to the fleet's `desired` objects.
+///
+/// Two parts: each VM of the fleet on its own ([`Context::member`], which reads only that VM's
+/// live objects and the cluster-wide ones), then what spans VMs ([`Context::assemble`]: network
+/// attachments, rollout batches, order, deletes, network garbage). [`incremental`] keeps the
+/// first part between daemon cycles and recomputes it only for VMs whose inputs changed; both
+/// share the second, so they give the same plan.
 pub fn plan(fleet: &Fleet, desired: &[Rendered], live: &LiveState, revision: &str) -> Plan {
-    let kv = cluster::KubeVirtConfig::of(live);
-    let mut plan = Plan {
-        fleet: fleet.settings.name.clone(),
-        revision: revision.to_owned(),
-        kubevirt: kv.describe(),
-        steps: Vec::new(),
-        writes: BTreeMap::new(),
-        before: BTreeMap::new(),
-        after: BTreeMap::new(),
-        basis: BTreeMap::new(),
-        notes: Vec::new(),
-        restartable: BTreeSet::new(),
-        max_parallel: fleet.settings.max_parallel,
-        prune_disks: fleet.settings.prune_disks,
-        max_unavailable: fleet
-            .sets
-            .iter()
-            .map(|(id, set)| (format!("{}/{}", id.namespace, id.name), per_batch(set)))
-            .collect(),
-    };
-    if !kv.known {
-        plan.notes.push(
-            "the KubeVirt CR could not be read: KubeVirt's defaults are assumed (LiveUpdate, no workload update methods), so CPU and memory changes are planned as restarts".into(),
-        );
+    let ctx = Context::new(fleet, desired, live);
+    let members: BTreeMap<ObjectRef, Member> = fleet
+        .vms
+        .keys()
+        .filter_map(|id| Some((id.clone(), ctx.member(id)?)))
+        .collect();
+    ctx.assemble(revision, &members)
+}
+
+/// One VM's part of a plan: its steps (before rollout batches are assigned), what to write,
+/// and the live objects' versions it was computed from (`kind/ns/name` → `resourceVersion`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub plan: vm::VmPlan,
+    pub basis: Vec<(String, String)>,
+}
+
+/// What every VM's plan reads besides its own objects: read once per plan.
+pub struct Context<'a> {
+    fleet: &'a Fleet,
+    live: &'a LiveState,
+    desired: BTreeMap<&'a ObjectRef, &'a Value>,
+    kv: cluster::KubeVirtConfig,
+    available: cluster::Availability<'a>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(fleet: &'a Fleet, desired: &'a [Rendered], live: &'a LiveState) -> Context<'a> {
+        let desired: BTreeMap<&ObjectRef, &Value> =
+            desired.iter().map(|r| (&r.id, &r.manifest)).collect();
+        let available =
+            cluster::Availability::new(live, desired.keys().copied(), &fleet.settings.namespaces);
+        Context {
+            fleet,
+            live,
+            desired,
+            kv: cluster::KubeVirtConfig::of(live),
+            available,
+        }
     }
-    let desired_by_id: BTreeMap<&ObjectRef, &Value> =
-        desired.iter().map(|r| (&r.id, &r.manifest)).collect();
 
-    let available = cluster::Availability::new(
-        live,
-        desired_by_id.keys().copied(),
-        &fleet.settings.namespaces,
-    );
+    /// The desired manifest of `id`, if the fleet renders one.
+    pub fn desired(&self, id: &ObjectRef) -> Option<&'a Value> {
+        self.desired.get(id).copied()
+    }
 
-    // NADs first: VMs reference them.
-    let nad_steps = plan_nads(fleet, &desired_by_id, live, &available, &mut plan);
-
-    // Every desired VM.
-    let mut vm_plans: BTreeMap<ObjectRef, vm::VmPlan> = BTreeMap::new();
-    for (id, fvm) in &fleet.vms {
-        let Some(manifest) = desired_by_id.get(id) else {
-            continue;
-        };
+    /// The part of the plan of the fleet's VM `id` (`None` when it is not a VM of the fleet
+    /// or has no rendered manifest).
+    pub fn member(&self, id: &ObjectRef) -> Option<Member> {
+        let (fleet, live) = (self.fleet, self.live);
+        let fvm = fleet.vms.get(id)?;
+        let manifest = self.desired(id)?;
+        let mut basis = Vec::new();
         let live_vm = live.objects.get(id);
         if let Some(l) = live_vm {
-            record_basis(&mut plan.basis, "VirtualMachine", l);
+            push_basis(&mut basis, "VirtualMachine", l);
             if !owned_by(l, &fleet.settings.name) {
-                vm_plans.insert(
-                    id.clone(),
-                    vm::VmPlan::refused(Step::new(
-                        id,
-                        Change::Create,
-                        Class::Refused,
-                        format!(
-                            "{id} exists and is not managed by fleet `{}`; Wukong never touches objects it does not own",
-                            fleet.settings.name
-                        ),
-                    )),
-                );
-                continue;
+                let plan = vm::VmPlan::refused(Step::new(
+                    id,
+                    Change::Create,
+                    Class::Refused,
+                    format!(
+                        "{id} exists and is not managed by fleet `{}`; Wukong never touches objects it does not own",
+                        fleet.settings.name
+                    ),
+                ));
+                return Some(Member { plan, basis });
             }
         }
         if live_vm.is_none()
-            && let Some(step) = creation_held(fleet, id, fvm, live, &available)
+            && let Some(step) = creation_held(fleet, id, fvm, live, &self.available)
         {
-            vm_plans.insert(id.clone(), vm::VmPlan::refused(step));
-            continue;
+            return Some(Member {
+                plan: vm::VmPlan::refused(step),
+                basis,
+            });
         }
-        let p = vm::plan_vm(&vm::VmInput {
+        let plan = vm::plan_vm(&vm::VmInput {
             id,
             vm: fvm,
             desired: manifest,
             live_vm,
             live,
-            kv: &kv,
+            kv: &self.kv,
             fleet: &fleet.settings.name,
-            available: &available,
+            available: &self.available,
         });
         for disk in &fvm.spec.disks {
             if let Some(pvc) = live.pvc(&fvm.namespace, &disk.volume_name) {
-                record_basis(&mut plan.basis, "PersistentVolumeClaim", pvc);
+                push_basis(&mut basis, "PersistentVolumeClaim", pvc);
             }
         }
-        vm_plans.insert(id.clone(), p);
+        Some(Member { plan, basis })
     }
 
-    assign_batches(fleet, &mut vm_plans);
+    /// The whole plan from every VM's part (`members`, by VM): network attachments first,
+    /// then the VMs (creations first; within a set, restarts in batches of `maxUnavailable`),
+    /// deletes and network garbage last.
+    pub fn assemble(&self, revision: &str, members: &BTreeMap<ObjectRef, Member>) -> Plan {
+        let (fleet, live) = (self.fleet, self.live);
+        let mut plan = Plan {
+            fleet: fleet.settings.name.clone(),
+            revision: revision.to_owned(),
+            kubevirt: self.kv.describe(),
+            steps: Vec::new(),
+            writes: BTreeMap::new(),
+            before: BTreeMap::new(),
+            after: BTreeMap::new(),
+            basis: BTreeMap::new(),
+            notes: Vec::new(),
+            restartable: BTreeSet::new(),
+            max_parallel: fleet.settings.max_parallel,
+            prune_disks: fleet.settings.prune_disks,
+            max_unavailable: fleet
+                .sets
+                .iter()
+                .map(|(id, set)| (format!("{}/{}", id.namespace, id.name), per_batch(set)))
+                .collect(),
+        };
+        if !self.kv.known {
+            plan.notes.push(
+                "the KubeVirt CR could not be read: KubeVirt's defaults are assumed (LiveUpdate, no workload update methods), so CPU and memory changes are planned as restarts".into(),
+            );
+        }
 
-    // Creations, then changes, VM by VM; within a set, batch by batch.
-    let mut ordered: Vec<(&ObjectRef, &vm::VmPlan)> = vm_plans.iter().collect();
-    ordered.sort_by_key(|(id, p)| {
-        let created = p.steps.first().is_some_and(|s| s.change == Change::Create);
-        (!created, p.steps.first().and_then(|s| s.batch), *id)
-    });
-    plan.steps.extend(nad_steps.creates);
-    for (id, p) in ordered {
-        plan.steps.extend(p.steps.iter().cloned());
-        if let Some(w) = &p.write {
-            let mut w = w.clone();
-            set_revision(&mut w, revision);
-            plan.writes.insert(id.clone(), w);
+        // NADs first: VMs reference them.
+        let nad_steps = plan_nads(fleet, &self.desired, live, &self.available, &mut plan);
+
+        for m in members.values() {
+            for (key, version) in &m.basis {
+                plan.basis.insert(key.clone(), version.clone());
+            }
         }
-        if let Some(b) = &p.before {
-            plan.before.insert(id.clone(), b.clone());
+        let batches = batches(fleet, members);
+
+        // Creations, then changes, VM by VM; within a set, batch by batch.
+        let mut ordered: Vec<(&ObjectRef, &Member)> = members.iter().collect();
+        ordered.sort_by_key(|(id, m)| {
+            let created = m
+                .plan
+                .steps
+                .first()
+                .is_some_and(|s| s.change == Change::Create);
+            (!created, batches.get(*id).copied(), *id)
+        });
+        plan.steps.extend(nad_steps.creates);
+        for (id, m) in ordered {
+            let batch = batches.get(id).copied();
+            plan.steps.extend(m.plan.steps.iter().map(|s| {
+                let mut s = s.clone();
+                if batch.is_some() {
+                    s.batch = batch;
+                }
+                s
+            }));
+            if let Some(w) = &m.plan.write {
+                let mut w = w.clone();
+                set_revision(&mut w, revision);
+                plan.writes.insert(id.clone(), w);
+            }
+            if let Some(b) = &m.plan.before {
+                plan.before.insert(id.clone(), b.clone());
+            }
         }
+
+        // Deletes: scale-downs (highest index first), then pruned VMs; NAD garbage last.
+        let deleted = plan_deletes(fleet, &self.desired, live, &mut plan);
+        plan_nad_gc(fleet, &self.desired, live, &deleted, &mut plan);
+        plan.restartable = plan
+            .steps
+            .iter()
+            .filter(|s| {
+                fleet
+                    .vms
+                    .get(&s.target)
+                    .is_some_and(|v| v.spec.allow_restart)
+            })
+            .map(|s| s.target.clone())
+            .collect();
+        plan
     }
-
-    // Deletes: scale-downs (highest index first), then pruned VMs; NAD garbage last.
-    let deleted = plan_deletes(fleet, &desired_by_id, live, &mut plan);
-    plan_nad_gc(fleet, &desired_by_id, live, &deleted, &mut plan);
-    plan.restartable = plan
-        .steps
-        .iter()
-        .filter(|s| {
-            fleet
-                .vms
-                .get(&s.target)
-                .is_some_and(|v| v.spec.allow_restart)
-        })
-        .map(|s| s.target.clone())
-        .collect();
-    plan
 }
 
 /// Why a new VM cannot be created: a volume its disks would use exists and is not its own
@@ -412,6 +478,16 @@ fn creation_held(
     })
 }
 
+fn push_basis(basis: &mut Vec<(String, String)>, kind: &str, object: &Value) {
+    if let (Some(ns), Some(name), Some(rv)) = (
+        str_at(object, &["metadata", "namespace"]),
+        str_at(object, &["metadata", "name"]),
+        str_at(object, &["metadata", "resourceVersion"]),
+    ) {
+        basis.push((format!("{kind}/{ns}/{name}"), rv.to_owned()));
+    }
+}
+
 fn record_basis(basis: &mut BTreeMap<String, String>, kind: &str, object: &Value) {
     if let (Some(ns), Some(name), Some(rv)) = (
         str_at(object, &["metadata", "namespace"]),
@@ -443,30 +519,42 @@ fn per_batch(set: &crate::fleet::Set) -> u32 {
     }
 }
 
-/// Restarts within a set go in batches of `maxUnavailable` (all at once for Recreate).
-fn assign_batches(fleet: &Fleet, vm_plans: &mut BTreeMap<ObjectRef, vm::VmPlan>) {
-    for (set_id, set) in &fleet.sets {
-        let per_batch = per_batch(set);
-        let mut restarting: Vec<(u32, &ObjectRef)> = fleet
-            .vms
-            .iter()
-            .filter_map(|(id, v)| {
-                let member = v.set.as_ref()?;
-                (member.set == set_id.name && v.namespace == set_id.namespace)
-                    .then_some((member.index, id))
-            })
-            .filter(|(_, id)| vm_plans.get(*id).is_some_and(|p| p.restarts()))
-            .collect();
-        restarting.sort();
-        for (position, (_, id)) in restarting.into_iter().enumerate() {
-            let batch = u32::try_from(position).unwrap_or(u32::MAX) / per_batch;
-            if let Some(p) = vm_plans.get_mut(id) {
-                for s in &mut p.steps {
-                    s.batch = Some(batch);
-                }
-            }
+/// Restarts within a set go in batches of `maxUnavailable` (all at once for Recreate): the
+/// batch of every restarting set member, by VM.
+fn batches<'m>(
+    fleet: &Fleet,
+    members: &'m BTreeMap<ObjectRef, Member>,
+) -> BTreeMap<&'m ObjectRef, u32> {
+    // Restarting members of each set, by index.
+    let mut restarting: BTreeMap<(&str, &str), Vec<(u32, &ObjectRef)>> = BTreeMap::new();
+    for (id, m) in members {
+        if !m.plan.restarts() {
+            continue;
+        }
+        let Some(v) = fleet.vms.get(id) else {
+            continue;
+        };
+        if let Some(member) = &v.set {
+            restarting
+                .entry((v.namespace.as_str(), member.set.as_str()))
+                .or_default()
+                .push((member.index, id));
         }
     }
+    let mut out = BTreeMap::new();
+    for (set_id, set) in &fleet.sets {
+        let Some(members) = restarting.get_mut(&(set_id.namespace.as_str(), set_id.name.as_str()))
+        else {
+            continue;
+        };
+        let per_batch = per_batch(set);
+        members.sort();
+        for (position, (_, id)) in members.iter().enumerate() {
+            let batch = u32::try_from(position).unwrap_or(u32::MAX) / per_batch;
+            out.insert(*id, batch);
+        }
+    }
+    out
 }
 
 struct NadSteps {

@@ -32,7 +32,7 @@ pub struct VmInput<'a> {
 }
 
 /// One VM's steps, in order, and what to write.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct VmPlan {
     pub steps: Vec<Step>,
     /// The VirtualMachine manifest to apply, if anything is to be written.

@@ -437,7 +437,7 @@ async fn handle(
         Ok(Route::Resource(r, _)) => Some((t, r)),
         _ => None,
     });
-    let mut cut_watch = None;
+    let mut watch_fault = WatchFault::default();
     let target = match route(&path) {
         Ok(Route::Resource(r, scope)) => Some((verb_of(&method, &scope, &uri), r, scope, None)),
         _ => kubevirt_action(&path),
@@ -456,10 +456,13 @@ async fn handle(
             tracing::debug!(%method, %path, ?fault, "injected fault");
             return fault_response(fault, r, name);
         }
-        cut_watch = decision.cut_watch;
+        watch_fault = WatchFault {
+            cut: decision.cut_watch,
+            expire: decision.expire_watch,
+        };
     }
     let result = match body {
-        Ok(body) => dispatch(&shared, &method, &uri, &headers, &body, cut_watch),
+        Ok(body) => dispatch(&shared, &method, &uri, &headers, &body, watch_fault),
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::TooLarge),
         Err(e) => Err(Error::BadRequest(e.body_text())),
     };
@@ -559,12 +562,14 @@ fn fault_response(fault: Fault, r: &ResourceDef, name: &str) -> Response {
             ),
             json!({"name": name, "group": r.group, "kind": r.plural}),
         ),
-        Fault::InternalError | Fault::Latency(_) | Fault::DropWatch { .. } => status(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            "Internal error occurred: injected fault".into(),
-            json!({"causes": [{"message": "injected fault"}]}),
-        ),
+        Fault::InternalError | Fault::Latency(_) | Fault::DropWatch { .. } | Fault::ExpireWatch => {
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "Internal error occurred: injected fault".into(),
+                json!({"causes": [{"message": "injected fault"}]}),
+            )
+        }
     };
     json_response(code, &body)
 }
@@ -575,7 +580,7 @@ fn dispatch(
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
-    cut_watch: Option<Duration>,
+    watch_fault: WatchFault,
 ) -> Result<Response, Error> {
     if shared.kubevirt()
         && let Some(response) = subresources::dispatch(shared, method, uri, body)
@@ -609,7 +614,7 @@ fn dispatch(
             let query = Query::<HashMap<String, String>>::try_from_uri(uri)
                 .map_err(|e| Error::BadRequest(e.body_text()))?
                 .0;
-            resource(shared, method, r, scope, &query, headers, body, cut_watch)
+            resource(shared, method, r, scope, &query, headers, body, watch_fault)
         }
     }
 }
@@ -656,7 +661,7 @@ fn resource(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &Bytes,
-    cut_watch: Option<Duration>,
+    watch_fault: WatchFault,
 ) -> Result<Response, Error> {
     let ok = |code: StatusCode, v: Value| Ok(json_response(code, &v));
     let admitted = |code: StatusCode, a: admission::Admitted| {
@@ -673,7 +678,7 @@ fn resource(
                 resources::selectable_fields(r),
             )?;
             if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
-                return watch(shared, r, ns, labels, fields, query, cut_watch);
+                return watch(shared, r, ns, labels, fields, query, watch_fault);
             }
             let limit = match query.get("limit") {
                 Some(l) => Some(
@@ -1037,6 +1042,15 @@ fn user_agent_manager(headers: &HeaderMap) -> Option<String> {
         .map(String::from)
 }
 
+/// What the injected faults do to one watch ([`Fault::DropWatch`], [`Fault::ExpireWatch`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct WatchFault {
+    /// End the watch after this long.
+    cut: Option<Duration>,
+    /// Answer a watch that resumes from a resourceVersion with `410 Expired`.
+    expire: bool,
+}
+
 /// One line of a watch stream.
 fn event_line(kind: &str, object: &Value) -> Bytes {
     let mut line = json!({"type": kind, "object": object}).to_string();
@@ -1159,7 +1173,7 @@ fn watch(
     labels: LabelSelector,
     fields: FieldSelector,
     query: &HashMap<String, String>,
-    cut_watch: Option<Duration>,
+    fault: WatchFault,
 ) -> Result<Response, Error> {
     let timeout = match query.get("timeoutSeconds") {
         Some(t) => Duration::from_secs(
@@ -1169,7 +1183,7 @@ fn watch(
         None => DEFAULT_WATCH_TIMEOUT,
     };
     // An injected dropped watch ends early, as if the connection broke.
-    let timeout = cut_watch.map_or(timeout, |cut| cut.min(timeout));
+    let timeout = fault.cut.map_or(timeout, |cut| cut.min(timeout));
     let mut w = Watch {
         shared: Arc::clone(shared),
         resource: r,
@@ -1196,6 +1210,16 @@ fn watch(
             w.since = rv
                 .parse()
                 .map_err(|_| Error::BadRequest(format!("invalid resource version: {rv}")))?;
+            if fault.expire {
+                // The injected compaction: everything up to now is gone from the log.
+                let (_, status) = Error::Store(store::Error::Gone {
+                    requested: w.since,
+                    oldest: w.shared.store().revision() + 1,
+                })
+                .status();
+                w.pending.push_back(event_line("ERROR", &status));
+                w.done = true;
+            }
         }
     }
     let stream = futures_util::stream::unfold(w, Watch::next);

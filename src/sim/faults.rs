@@ -24,6 +24,13 @@ pub enum Fault {
     Conflict,
     /// A watch that ends (cleanly, as a dropped connection looks to a client) after this long.
     DropWatch { after: Duration },
+    /// A watch that resumes from a `resourceVersion` is answered with one `ERROR` event,
+    /// `410 Expired` ("too old resource version"), and ends: what the API server answers once
+    /// etcd compaction has removed that version from its watch cache
+    /// (k8s.io/apiserver `pkg/storage/cacher/watch_cache.go`, `getAllEventsSinceLocked`:
+    /// `errors.NewResourceExpired`). A client then has to list again. Watches without a
+    /// `resourceVersion` (or with "0") start from the current state and are not affected.
+    ExpireWatch,
 }
 
 /// A fault applied to a share of the requests it matches.
@@ -85,6 +92,8 @@ pub struct Decision {
     pub failure: Option<Fault>,
     /// For a watch: end it after this long.
     pub cut_watch: Option<Duration>,
+    /// For a watch that resumes from a resourceVersion: answer `410 Expired` ([`Fault::ExpireWatch`]).
+    pub expire_watch: bool,
 }
 
 /// The rules in force and the seeded generator that decides.
@@ -152,7 +161,7 @@ impl Faults {
             let rate = rule.rate;
             let applicable = match fault {
                 Fault::Conflict => WRITE_VERBS.contains(&verb),
-                Fault::DropWatch { .. } => verb == "watch",
+                Fault::DropWatch { .. } | Fault::ExpireWatch => verb == "watch",
                 _ => true,
             };
             if !applicable || self.next_unit() >= rate {
@@ -161,6 +170,7 @@ impl Faults {
             match fault {
                 Fault::Latency(d) => decision.latency += d,
                 Fault::DropWatch { after } => decision.cut_watch = Some(after),
+                Fault::ExpireWatch => decision.expire_watch = true,
                 failing => {
                     decision.failure.get_or_insert(failing);
                 }

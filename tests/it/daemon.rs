@@ -677,8 +677,12 @@ async fn the_plan_only_pipeline_reports_the_example_fleet_against_the_simulator(
     stop.send_replace(true);
     task.await.unwrap();
     assert!(
-        server.audit().iter().all(|e| e.verb == "list"),
-        "plan-only only reads"
+        server
+            .audit()
+            .iter()
+            .all(|e| e.verb == "list" || e.verb == "watch"),
+        "plan-only only reads (lists, then watches): {:?}",
+        server.audit()
     );
     crate::support::assert_rbac_allows(&server.audit(), &crate::support::root().join("deploy"));
     server.shutdown().await.unwrap();

@@ -16,21 +16,22 @@ fn deploy_dir() -> PathBuf {
 
 /// Every (API group, resource[/subresource], verb) Wukong uses, and where: `true` for
 /// cluster-wide, `false` for its own namespace only. Keep in step with the code: the reader
-/// (src/live/read.rs), the executor (src/apply/), the daemon's Lease and Events.
+/// (src/live/read.rs) and the daemon's watches (src/live/watch.rs), the executor (src/apply/),
+/// the daemon's Lease and Events.
 const CALLS: &[(&str, &str, &[&str], bool)] = &[
     (
         "kubevirt.io",
         "virtualmachines",
-        &["get", "list", "patch", "delete"],
+        &["get", "list", "watch", "patch", "delete"],
         true,
     ),
     (
         "kubevirt.io",
         "virtualmachineinstances",
-        &["get", "list"],
+        &["get", "list", "watch"],
         true,
     ),
-    ("kubevirt.io", "kubevirts", &["list"], true),
+    ("kubevirt.io", "kubevirts", &["list", "watch"], true),
     (
         "subresources.kubevirt.io",
         "virtualmachineinstances/pause",
@@ -52,21 +53,21 @@ const CALLS: &[(&str, &str, &[&str], bool)] = &[
     (
         "",
         "persistentvolumeclaims",
-        &["get", "list", "patch"],
+        &["get", "list", "watch", "patch"],
         true,
     ),
     (
         "cdi.kubevirt.io",
         "datavolumes",
-        &["get", "list", "patch"],
+        &["get", "list", "watch", "patch"],
         true,
     ),
-    ("storage.k8s.io", "storageclasses", &["list"], true),
-    ("", "namespaces", &["list"], true),
+    ("storage.k8s.io", "storageclasses", &["list", "watch"], true),
+    ("", "namespaces", &["list", "watch"], true),
     (
         "k8s.cni.cncf.io",
         "network-attachment-definitions",
-        &["get", "list", "patch", "delete"],
+        &["get", "list", "watch", "patch", "delete"],
         true,
     ),
     ("", "events", &["create", "patch"], true),
@@ -172,7 +173,8 @@ fn the_lease_is_granted_in_wukongs_namespace_only_and_by_name() {
         ("delete", "", "persistentvolumeclaims"),
         ("create", "kubevirt.io", "virtualmachines"),
         ("update", "kubevirt.io", "virtualmachines"),
-        ("watch", "kubevirt.io", "virtualmachines"),
+        ("deletecollection", "kubevirt.io", "virtualmachines"),
+        ("watch", "", "secrets"),
     ] {
         let request = Request {
             verb: verb.into(),

@@ -10,6 +10,7 @@ mod cli;
 mod daemon;
 mod daemon_e2e;
 mod daemon_git;
+mod daemon_watch;
 mod deploy;
 mod examples;
 mod foreign_writes;

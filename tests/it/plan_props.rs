@@ -274,3 +274,205 @@ proptest! {
         prop_assert!(!p3.has_changes(), "{}", plan::output::text(&p3, false));
     }
 }
+
+/// A change to the cluster between two daemon cycles.
+#[derive(Debug, Clone)]
+enum Edit {
+    /// A VM's CPU edited by hand.
+    Cpu(usize, u32),
+    /// An instance gone (stopped, crashed).
+    DropVmi(usize),
+    /// An instance that is no longer live-migratable.
+    NotMigratable(usize),
+    /// A claim grown (or shrunk) by someone else.
+    PvcSize(usize, u32),
+    DropPvc(usize),
+    DropDataVolume(usize),
+    /// A VM marked RestartRequired.
+    RestartRequired(usize),
+    DropVm(usize),
+    /// A VM's fleet label removed: no longer Wukong's.
+    Disown(usize),
+    /// Someone else's VM, possibly under a name the fleet declares.
+    Stranger(usize),
+    /// The storage class stops allowing expansion.
+    NoExpansion,
+    /// KubeVirt stops live-migrating workloads.
+    NoLiveMigrate,
+    DropNad(usize),
+    /// The last plan carried out.
+    Converge,
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (0usize..8, 1u32..=8).prop_map(|(i, c)| Edit::Cpu(i, c)),
+        (0usize..8).prop_map(Edit::DropVmi),
+        (0usize..8).prop_map(Edit::NotMigratable),
+        (0usize..16, 5u32..=120).prop_map(|(i, g)| Edit::PvcSize(i, g)),
+        (0usize..16).prop_map(Edit::DropPvc),
+        (0usize..16).prop_map(Edit::DropDataVolume),
+        (0usize..8).prop_map(Edit::RestartRequired),
+        (0usize..8).prop_map(Edit::DropVm),
+        (0usize..8).prop_map(Edit::Disown),
+        (0usize..8).prop_map(Edit::Stranger),
+        Just(Edit::NoExpansion),
+        Just(Edit::NoLiveMigrate),
+        (0usize..4).prop_map(Edit::DropNad),
+        Just(Edit::Converge),
+        Just(Edit::Converge),
+    ]
+}
+
+type LiveKey = (LiveKind, wukong::live::NsName);
+
+/// Every object of `live` by kind and name, as its snapshot lists them.
+fn by_key(live: &LiveState) -> BTreeMap<LiveKey, Value> {
+    live.to_snapshot()
+        .items
+        .into_iter()
+        .map(|o| {
+            let kind = LiveKind::ALL
+                .into_iter()
+                .find(|k| k.gvk().2 == o["kind"] && k.api_version() == o["apiVersion"])
+                .unwrap();
+            let key = wukong::live::NsName::new(
+                o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap(),
+            );
+            ((kind, key), o)
+        })
+        .collect()
+}
+
+/// The objects that differ between two states (what the watches would report).
+fn changed(a: &LiveState, b: &LiveState) -> std::collections::BTreeSet<LiveKey> {
+    let (a, b) = (by_key(a), by_key(b));
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+fn nth_key(live: &LiveState, kind: LiveKind, i: usize) -> Option<(LiveKey, Value)> {
+    let all: Vec<(LiveKey, Value)> = by_key(live)
+        .into_iter()
+        .filter(|((k, _), _)| *k == kind)
+        .collect();
+    if all.is_empty() {
+        None
+    } else {
+        Some(all[i % all.len()].clone())
+    }
+}
+
+fn apply_edit(
+    e: &Edit,
+    live: &LiveState,
+    fleet: &wukong::fleet::Fleet,
+    objects: &[wukong::render::Rendered],
+) -> LiveState {
+    if let Edit::Converge = e {
+        return converge::after(&plan::plan(fleet, objects, live, "r1"), live);
+    }
+    let mut next = live.clone();
+    let mut change = |kind: LiveKind, i: usize, f: &dyn Fn(&mut Value)| {
+        if let Some(((_, key), mut o)) = nth_key(live, kind, i) {
+            f(&mut o);
+            if o.is_null() {
+                next.remove(kind, &key.namespace, &key.name);
+            } else {
+                next.insert(kind, o).unwrap();
+            }
+        }
+    };
+    match *e {
+        Edit::Cpu(i, c) => change(LiveKind::VirtualMachine, i, &|o| {
+            o["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"] = json!(c)
+        }),
+        Edit::DropVmi(i) => change(LiveKind::VirtualMachineInstance, i, &|o| *o = Value::Null),
+        Edit::NotMigratable(i) => {
+            change(
+                LiveKind::VirtualMachineInstance,
+                i,
+                &|o| {
+                    o["status"]["conditions"] = json!([{"type": "LiveMigratable", "status": "False", "message": "not shared"}])
+                },
+            )
+        }
+        Edit::PvcSize(i, g) => change(LiveKind::PersistentVolumeClaim, i, &|o| {
+            o["spec"]["resources"]["requests"]["storage"] = json!(format!("{g}Gi"));
+            o["status"]["capacity"]["storage"] = json!(format!("{g}Gi"));
+        }),
+        Edit::DropPvc(i) => change(LiveKind::PersistentVolumeClaim, i, &|o| *o = Value::Null),
+        Edit::DropDataVolume(i) => change(LiveKind::DataVolume, i, &|o| *o = Value::Null),
+        Edit::RestartRequired(i) => change(LiveKind::VirtualMachine, i, &|o| {
+            o["status"]["conditions"] = json!([{"type": "RestartRequired", "status": "True",
+                "message": "a non-live-updatable field was changed in the template spec"}])
+        }),
+        Edit::DropVm(i) => change(LiveKind::VirtualMachine, i, &|o| *o = Value::Null),
+        Edit::Disown(i) => change(LiveKind::VirtualMachine, i, &|o| {
+            if let Some(labels) = o["metadata"]["labels"].as_object_mut() {
+                labels.remove(wukong::identity::LABEL_FLEET);
+            }
+        }),
+        Edit::Stranger(i) => {
+            let name = if i % 2 == 0 {
+                format!("set-{}", i / 2)
+            } else {
+                format!("x{i}")
+            };
+            next.insert(
+                LiveKind::VirtualMachine,
+                json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                       "metadata": {"name": name, "namespace": "apps", "resourceVersion": "9"},
+                       "spec": {"runStrategy": "Always", "template": {"spec": {"domain": {"devices": {}}}}}}),
+            )
+            .unwrap();
+        }
+        Edit::NoExpansion => change(LiveKind::StorageClass, 0, &|o| {
+            o["allowVolumeExpansion"] = json!(false)
+        }),
+        Edit::NoLiveMigrate => change(LiveKind::KubeVirt, 0, &|o| {
+            o["spec"]["workloadUpdateStrategy"]["workloadUpdateMethods"] = json!([])
+        }),
+        Edit::DropNad(i) => change(LiveKind::NetworkAttachmentDefinition, i, &|o| {
+            *o = Value::Null
+        }),
+        Edit::Converge => {}
+    }
+    next
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// The daemon's incremental planner, told which objects changed, gives exactly the plan
+    /// of a full re-plan, whatever changed (issue #14); and with nothing changed it reuses the
+    /// last plan.
+    #[test]
+    fn incremental_plans_equal_full_plans(
+        before in params(),
+        after in params(),
+        migratable in any::<bool>(),
+        edits in proptest::collection::vec(edit(), 1..8),
+    ) {
+        let mut live = cluster(&before, migratable);
+        let (fleet, objects) = load(&after);
+        let mut planner = plan::incremental::Planner::default();
+        let none = std::collections::BTreeSet::new();
+        let (p, stats) = planner.plan(&fleet, &objects, &live, "r1", &none);
+        prop_assert_eq!(&*p, &plan::plan(&fleet, &objects, &live, "r1"));
+        prop_assert_eq!(stats.replanned, fleet.vms.len());
+        for e in &edits {
+            let next = apply_edit(e, &live, &fleet, &objects);
+            let changed = changed(&live, &next);
+            live = next;
+            let (p, stats) = planner.plan(&fleet, &objects, &live, "r1", &changed);
+            let full = plan::plan(&fleet, &objects, &live, "r1");
+            prop_assert_eq!(&*p, &full, "after {:?} (changed: {:?})", e, changed);
+            prop_assert_eq!(stats.reused, changed.is_empty());
+        }
+    }
+}
