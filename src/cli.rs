@@ -66,6 +66,10 @@ pub enum Command {
     /// The whole pipeline on the embedded simulated cluster, no set-up: apply one revision of
     /// a fleet, then the next, showing each plan, the progress and the report.
     Demo(demo::DemoArgs),
+    /// How the fleet runs: per set ready/updated/current and the revisions written, per VM its
+    /// power state and what its running instance reports beside what the fleet declares, and
+    /// what is still to do.
+    Status(StatusArgs),
     /// Save the live state the fleet's plan depends on, for `plan --live` without a cluster.
     Snapshot {
         /// Fleet directory (its namespaces scope what is read).
@@ -348,6 +352,17 @@ fn plan_against_cluster(
     objects: &[render::Rendered],
     revision: &str,
 ) -> Result<plan::Plan, Error> {
+    read_and_plan(args, fleet, objects, revision).map(|(_, plan)| plan)
+}
+
+/// The live state the cluster `args` point at, and the plan against it, checked with
+/// server-side dry runs.
+fn read_and_plan(
+    args: &ClusterArgs,
+    fleet: &fleet::Fleet,
+    objects: &[render::Rendered],
+    revision: &str,
+) -> Result<(LiveState, plan::Plan), Error> {
     runtime()?
         .block_on(async {
             let client = args.connection().client().await?;
@@ -355,9 +370,58 @@ fn plan_against_cluster(
             let mut plan = plan::plan(fleet, objects, &live, revision);
             let cluster = crate::apply::Cluster::new(client);
             crate::apply::dry_run::check(&cluster, &mut plan, &live, &mut Default::default()).await;
-            Ok(plan)
+            Ok((live, plan))
         })
         .map_err(|e| args.explain(e))
+}
+
+/// The arguments of `wukong status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Fleet directory (or a single YAML file).
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Read a snapshot saved by `wukong snapshot` instead of a cluster.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kubeconfig", "context"])]
+    pub live: Option<PathBuf>,
+    #[arg(long, short, value_enum, default_value_t = StatusFormat::Text)]
+    pub output: StatusFormat,
+    /// The fleet's revision to compare against.
+    #[arg(long, default_value = "local")]
+    pub revision: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
+}
+
+fn run_status(a: StatusArgs) -> Result<u8, Error> {
+    let (fleet, objects) = load_and_render(&a.path, &a.revision)?;
+    let (live, plan) = match &a.live {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let live = LiveState::from_snapshot(&file.display().to_string(), &text)?;
+            let plan = plan::plan(&fleet, &objects, &live, &a.revision);
+            (live, plan)
+        }
+        None => read_and_plan(&a.cluster, &fleet, &objects, &a.revision)?,
+    };
+    let status = crate::status::of(&fleet, &live, &plan);
+    let text = match a.output {
+        StatusFormat::Text => crate::status::text(&status),
+        StatusFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        ),
+    };
+    print!("{text}");
+    Ok(EXIT_OK)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), Error> {
@@ -445,6 +509,7 @@ fn exit(result: Result<u8, Error>) -> ExitCode {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => return exit(run_plan(args)),
+        Command::Status(args) => return exit(run_status(args)),
         Command::Apply(args) => return exit(apply::run(args)),
         Command::Demo(args) => return exit(demo::run(args)),
         Command::Completion { shell } => {

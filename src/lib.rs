@@ -27,4 +27,5 @@ pub mod render;
 pub mod schema;
 pub mod sim;
 pub mod source;
+pub mod status;
 pub mod template_guard;

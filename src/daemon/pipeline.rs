@@ -33,9 +33,9 @@ use crate::apply::report::what;
 use crate::apply::{self, Cluster, Event, Report, StopSignal, Timeouts};
 use crate::fleet::Fleet;
 use crate::identity::Kind;
+use crate::live::LiveState;
 use crate::live::read::{Connection, Scope};
 use crate::live::watch::{Mirror, Watches};
-use crate::live::{LiveKind, LiveState};
 use crate::plan::incremental::{self, Planner};
 use crate::plan::{self, Plan, output};
 use crate::render::Rendered;
@@ -90,7 +90,7 @@ struct Memory {
     /// The last plan after its dry runs, and its JSON, reused while the planner's is.
     refined: Option<(Arc<Plan>, Value)>,
     /// The VMs' and sets' state, computed again when a VM changed.
-    observed: Option<(Vec<status::VmState>, Vec<status::SetState>)>,
+    observed: Option<crate::status::FleetStatus>,
     /// Plans computed since the last check against a full plan.
     unchecked: u32,
 }
@@ -377,11 +377,6 @@ impl Pipeline {
             .last_stats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = cycle;
-        // The VMs' and sets' state is read from the VMs alone.
-        if memory.observed.is_none() || changed.iter().any(|(k, _)| *k == LiveKind::VirtualMachine)
-        {
-            memory.observed = Some(status::observe(&loaded.fleet, live));
-        }
         let refined = match &memory.refined {
             Some((plan, _)) if stats.reused => Arc::clone(plan),
             _ => {
@@ -392,6 +387,10 @@ impl Pipeline {
                 plan
             }
         };
+        // The fleet's status (`wukong status`'s document): again only when something changed.
+        if memory.observed.is_none() || !changed.is_empty() || !stats.reused {
+            memory.observed = Some(crate::status::of(&loaded.fleet, live, &refined));
+        }
         Ok(refined)
     }
 
@@ -732,7 +731,8 @@ impl Reconciler for Pipeline {
                 )
             })
             .collect();
-        let (vms, sets) = memory.observed.clone().unwrap_or_default();
+        let crate::status::FleetStatus { vms, sets, .. } =
+            memory.observed.clone().unwrap_or_default();
         Ok(Outcome {
             plan: Some(planned),
             apply: apply_json(&reports),

@@ -28,7 +28,8 @@ use super::Trigger;
 use super::git::{self, Checkout};
 use super::metrics::{Metrics, ReconcileResult};
 use super::schedule::{self, SplitMix64};
-use super::status::{self, ErrorRecord, Reconciling, SetState, SharedStatus, SyncRecord, VmState};
+use super::status::{self, ErrorRecord, Reconciling, SharedStatus, SyncRecord};
+use crate::status::{SetStatus, VmStatus};
 
 /// How long the loop waits for one fetch: far above a fetch of a fleet repository over a slow
 /// link, short enough that a hung connection does not stall the daemon for long. The fetch
@@ -50,8 +51,8 @@ pub struct Outcome {
     pub drift_vms: usize,
     /// Every carried-out step's class and result.
     pub steps: Vec<(String, String)>,
-    pub vms: Vec<VmState>,
-    pub sets: Vec<SetState>,
+    pub vms: Vec<VmStatus>,
+    pub sets: Vec<SetStatus>,
     /// Why the reconcile ran but did not succeed (a step failed, the apply was interrupted):
     /// counted and reported as failed, with everything above still recorded.
     pub error: Option<String>,
@@ -455,6 +456,9 @@ impl<R: Reconciler> Loop<R> {
                 self.options.plan_only,
             );
             status.last_plan = outcome.plan;
+            if let Some(report) = &outcome.apply {
+                status.remember_apply(status::ApplyRecord::of(report, status::now_rfc3339()));
+            }
             if outcome.apply.is_some() {
                 status.last_apply = outcome.apply;
             }

@@ -5,19 +5,19 @@
 //! and the HTTP layer reads. [`observe`] derives the VM and set states from the fleet and the live
 //! state, purely. Depends on [`crate::fleet`] and [`crate::live`] (data only).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::fleet::Fleet;
-use crate::identity::{Kind, LABEL_SET};
-use crate::live::{self, LiveState};
+pub use crate::status::{SetStatus, VmStatus};
 
 /// How many recent errors `/status` keeps: enough to see a pattern, bounded so a flapping remote
 /// cannot grow the daemon's memory.
 pub const MAX_ERRORS: usize = 20;
+
+/// How many applies `/status` remembers: the recent story of the fleet, bounded.
+pub const MAX_HISTORY: usize = 20;
 
 /// The status shared between the reconcile loop and the HTTP server.
 pub type SharedStatus = Arc<RwLock<Status>>;
@@ -45,10 +45,12 @@ pub struct Status {
     pub reconciling: Option<Reconciling>,
     /// The steps being carried out now (started, not finished), with what each waits for.
     pub in_progress: Vec<StepInProgress>,
-    /// The fleet's VMs (desired or live), by namespace and name.
-    pub vms: Vec<VmState>,
-    /// The fleet's sets with aggregated counts.
-    pub sets: Vec<SetState>,
+    /// The fleet's VMs (desired or live), by namespace and name, as `wukong status` shows them.
+    pub vms: Vec<VmStatus>,
+    /// The fleet's sets with aggregated counts, as `wukong status` shows them.
+    pub sets: Vec<SetStatus>,
+    /// The last applies, oldest first, at most [`MAX_HISTORY`].
+    pub history: Vec<ApplyRecord>,
     /// The last plan, as `wukong plan -o json` prints it.
     pub last_plan: Option<Value>,
     /// The last apply report.
@@ -108,41 +110,72 @@ pub struct ErrorRecord {
     pub message: String,
 }
 
-/// The state of one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One apply the daemon carried out: when, at which revision, and what it changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VmState {
-    pub namespace: String,
-    pub name: String,
-    /// The WukongSet it belongs to.
-    pub set: Option<String>,
-    /// Declared by the fleet in force.
-    pub desired: bool,
-    /// Present in the cluster.
-    pub exists: bool,
-    /// KubeVirt's `status.printableStatus` (`Running`, `Stopped`, `Paused`, …).
-    pub printable_status: Option<String>,
-    /// KubeVirt's `status.ready`.
-    pub ready: bool,
-    /// The Git revision that last changed it (its revision annotation).
+pub struct ApplyRecord {
+    /// End time, RFC 3339.
+    pub at: String,
     pub revision: Option<String>,
+    pub succeeded: bool,
+    /// The report's summary (`3 done, 0 failed, 0 skipped`).
+    pub summary: Value,
+    /// Every step that acted, as `vms/ns/name: change item: outcome`.
+    pub changed: Vec<String>,
 }
 
-/// The state of one WukongSet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SetState {
-    pub namespace: String,
-    pub name: String,
-    /// Replicas the fleet declares.
-    pub replicas: u32,
-    /// Members present in the cluster.
-    pub current: u32,
-    /// Members that are ready.
-    pub ready: u32,
+impl ApplyRecord {
+    /// The record of an apply report (`Report::json`, as the pipeline hands it over).
+    pub fn of(report: &Value, at: String) -> ApplyRecord {
+        let changed = report["steps"]
+            .as_array()
+            .map(|steps| {
+                steps
+                    .iter()
+                    .filter(|s| !matches!(s["class"].as_str(), Some("refused" | "blocked")))
+                    .map(|s| {
+                        let object = s["vm"]
+                            .as_str()
+                            .map(|v| format!("vms/{v}"))
+                            .or_else(|| {
+                                s["nad"]
+                                    .as_str()
+                                    .map(|n| format!("network-attachment-definitions/{n}"))
+                            })
+                            .unwrap_or_default();
+                        let item = s["item"]
+                            .as_str()
+                            .map(|i| format!(" {i}"))
+                            .unwrap_or_default();
+                        format!(
+                            "{object}: {}{item}: {}",
+                            s["change"].as_str().unwrap_or_default(),
+                            s["outcome"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ApplyRecord {
+            at,
+            revision: report["revision"].as_str().map(str::to_owned),
+            succeeded: report["succeeded"].as_bool() == Some(true),
+            summary: report["summary"].clone(),
+            changed,
+        }
+    }
 }
 
 impl Status {
+    /// Remember an apply, dropping the oldest beyond [`MAX_HISTORY`].
+    pub fn remember_apply(&mut self, record: ApplyRecord) {
+        self.history.push(record);
+        if self.history.len() > MAX_HISTORY {
+            let excess = self.history.len() - MAX_HISTORY;
+            self.history.drain(..excess);
+        }
+    }
+
     /// Record an error, dropping the oldest beyond [`MAX_ERRORS`].
     pub fn push_error(&mut self, error: ErrorRecord) {
         self.errors.push(error);
@@ -151,89 +184,6 @@ impl Status {
             self.errors.drain(..excess);
         }
     }
-}
-
-/// The VM and set states of `fleet` given `live`: every VM the fleet declares, and every live VM
-/// the fleet owns (a VM removed from Git but not pruned shows with `desired: false`).
-pub fn observe(fleet: &Fleet, live: &LiveState) -> (Vec<VmState>, Vec<SetState>) {
-    let mut vms: BTreeMap<(String, String), VmState> = BTreeMap::new();
-    for vm in fleet.vms.values() {
-        vms.insert(
-            (vm.namespace.clone(), vm.name.clone()),
-            VmState {
-                namespace: vm.namespace.clone(),
-                name: vm.name.clone(),
-                set: vm.set.as_ref().map(|m| m.set.clone()),
-                desired: true,
-                exists: false,
-                printable_status: None,
-                ready: false,
-                revision: None,
-            },
-        );
-    }
-    for (id, object) in &live.objects {
-        if id.kind != Kind::VirtualMachine {
-            continue;
-        }
-        let key = (id.namespace.clone(), id.name.clone());
-        if !vms.contains_key(&key) && !live::owned_by(object, &fleet.settings.name) {
-            continue;
-        }
-        let state = vms.entry(key).or_insert_with(|| VmState {
-            namespace: id.namespace.clone(),
-            name: id.name.clone(),
-            set: live::label(object, LABEL_SET).map(str::to_owned),
-            desired: false,
-            exists: false,
-            printable_status: None,
-            ready: false,
-            revision: None,
-        });
-        state.exists = true;
-        state.printable_status =
-            live::str_at(object, &["status", "printableStatus"]).map(str::to_owned);
-        state.ready = live::at(object, &["status", "ready"]).and_then(Value::as_bool) == Some(true);
-        state.revision = live::str_at(
-            object,
-            &[
-                "metadata",
-                "annotations",
-                crate::identity::ANNOTATION_REVISION,
-            ],
-        )
-        .map(str::to_owned);
-    }
-    let vms: Vec<VmState> = vms.into_values().collect();
-    // Existing and ready members, by set: one pass over the VMs, not one per set.
-    let mut counts: BTreeMap<(&str, &str), (u32, u32)> = BTreeMap::new();
-    for vm in vms.iter().filter(|vm| vm.exists) {
-        if let Some(set) = &vm.set {
-            let (c, r) = counts
-                .entry((vm.namespace.as_str(), set.as_str()))
-                .or_default();
-            *c += 1;
-            *r += u32::from(vm.ready);
-        }
-    }
-    let sets = fleet
-        .sets
-        .values()
-        .map(|set| {
-            let (current, ready) = counts
-                .get(&(set.namespace.as_str(), set.name.as_str()))
-                .copied()
-                .unwrap_or_default();
-            SetState {
-                namespace: set.namespace.clone(),
-                name: set.name.clone(),
-                replicas: set.replicas,
-                current,
-                ready,
-            }
-        })
-        .collect();
-    (vms, sets)
 }
 
 /// The current time in RFC 3339 (UTC, seconds).
@@ -251,76 +201,30 @@ pub fn now_unix() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::SourceFile;
-    use serde_json::json;
-
-    fn fleet(yaml: &str) -> Fleet {
-        crate::fleet::load(&[SourceFile {
-            path: "fleet.yaml".into(),
-            text: yaml.into(),
-        }])
-        .unwrap()
-    }
-
-    fn live_vm(name: &str, set: Option<&str>, ready: bool, owned: bool) -> Value {
-        let mut labels = json!({});
-        if owned {
-            labels["app.kubernetes.io/managed-by"] = json!("wukong");
-            labels["wukong.novasphere.dev/fleet"] = json!("default");
-        }
-        if let Some(set) = set {
-            labels["wukong.novasphere.dev/set"] = json!(set);
-        }
-        json!({
-            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
-            "metadata": {"name": name, "namespace": "default", "labels": labels,
-                         "annotations": {"wukong.novasphere.dev/revision": "abc"}},
-            "status": {"printableStatus": if ready {"Running"} else {"Starting"}, "ready": ready}
-        })
-    }
 
     #[test]
-    fn sets_aggregate_their_members_and_strays_show_as_undesired() {
-        let fleet = fleet(
-            "apiVersion: vm.novasphere.dev/v1alpha1\nkind: WukongSet\nmetadata: {name: web}\n\
-             spec:\n  replicas: 3\n  template:\n    spec: {cpu: 1, memory: 1Gi}\n",
-        );
-        let mut live = LiveState::default();
-        for vm in [
-            live_vm("web-0", Some("web"), true, true),
-            live_vm("web-1", Some("web"), false, true),
-            live_vm("web-3", Some("web"), true, true),
-            live_vm("unmanaged", None, true, false),
-        ] {
-            live.insert(crate::live::LiveKind::VirtualMachine, vm)
-                .unwrap();
+    fn applies_are_remembered_bounded_with_what_they_changed() {
+        let report = serde_json::json!({
+            "revision": "abc", "succeeded": true, "summary": {"done": 1},
+            "steps": [
+                {"vm": "db/pg", "change": "cpu", "class": "live", "item": null, "outcome": "done"},
+                {"vm": "db/pg", "change": "memory", "class": "blocked", "item": null, "outcome": "skipped"},
+                {"nad": "db/br", "change": "nad-create", "class": "create", "item": null, "outcome": "done"}
+            ]
+        });
+        let mut status = Status::default();
+        for _ in 0..(MAX_HISTORY + 3) {
+            status.remember_apply(ApplyRecord::of(&report, now_rfc3339()));
         }
-        let (vms, sets) = observe(&fleet, &live);
-        let names: Vec<_> = vms
-            .iter()
-            .map(|v| (v.name.as_str(), v.desired, v.exists, v.ready))
-            .collect();
+        assert_eq!(status.history.len(), MAX_HISTORY);
         assert_eq!(
-            names,
+            status.history[0].changed,
             [
-                ("web-0", true, true, true),
-                ("web-1", true, true, false),
-                ("web-2", true, false, false),
-                ("web-3", false, true, true),
+                "vms/db/pg: cpu: done",
+                "network-attachment-definitions/db/br: nad-create: done"
             ]
         );
-        assert_eq!(vms[0].revision.as_deref(), Some("abc"));
-        assert_eq!(vms[0].printable_status.as_deref(), Some("Running"));
-        assert_eq!(
-            sets,
-            [SetState {
-                namespace: "default".into(),
-                name: "web".into(),
-                replicas: 3,
-                current: 3,
-                ready: 2
-            }]
-        );
+        assert!(status.history[0].succeeded);
     }
 
     #[test]

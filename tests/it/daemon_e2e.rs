@@ -449,7 +449,17 @@ async fn the_daemon_converges_follows_pushes_rejects_bad_yaml_and_undoes_hand_ed
     assert_eq!(sim.lease_holder().as_deref(), Some("replica-a"));
     assert_eq!(
         status["sets"],
-        json!([{"namespace": NS, "name": "web", "replicas": 2, "current": 2, "ready": 2}]),
+        json!([{"namespace": NS, "name": "web", "replicas": 2, "current": 2, "ready": 2,
+                "updated": 2, "revisions": {c1.as_str(): 2}}]),
+        "{status:#}"
+    );
+    // The applies so far, each with what it changed.
+    let history = status["history"].as_array().unwrap();
+    assert!(
+        history.iter().any(|h| h["revision"] == json!(c1.as_str())
+            && h["changed"]
+                .to_string()
+                .contains("vms/apps/web-0: create: done")),
         "{status:#}"
     );
     let vms = status["vms"].as_array().unwrap();

@@ -32,5 +32,6 @@ mod render;
 mod sim;
 mod sim_api;
 mod sim_controllers;
+mod status;
 mod support;
 mod terminal;
